@@ -1,0 +1,1 @@
+"""Alembic migrations of corral's job history; run through `service.db.upgrade`."""

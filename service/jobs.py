@@ -1,0 +1,186 @@
+"""Job records: the history of every request, and the one place that changes a job's state.
+
+A job moves queued → running → succeeded | failed | cancelled. Every transition is a
+conditional UPDATE (compare-and-set on the current status), so a worker and an API process
+racing on the same job — a timeout failing it while a worker starts it — never both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobKind(str, Enum):
+    """What a job asks the worker to do; each kind is one Celery task."""
+
+    GENERATE = "generate"
+    CHAT = "chat"
+    EMBED = "embed"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """One row per request. Columns mirror migrations/versions; Alembic owns the schema."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    done_reason: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prompt_eval_count: Mapped[int | None] = mapped_column(Integer)
+    prompt_eval_duration: Mapped[int | None] = mapped_column(BigInteger)
+    eval_count: Mapped[int | None] = mapped_column(Integer)
+    eval_duration: Mapped[int | None] = mapped_column(BigInteger)
+    load_duration: Mapped[int | None] = mapped_column(BigInteger)
+    total_duration: Mapped[int | None] = mapped_column(BigInteger)
+    first_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(32))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON for the API and CLI."""
+        data = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key in ("created_at", "started_at", "finished_at", "first_token_at"):
+            if data[key] is not None:
+                data[key] = _aware(data[key]).isoformat()
+        return data
+
+
+METRIC_FIELDS = (
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+    "load_duration",
+    "total_duration",
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time corral stores is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class JobStore:
+    """Create, read and transition job rows through one sessionmaker."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def create(
+        self,
+        kind: JobKind,
+        model: str,
+        request: dict[str, Any],
+        *,
+        queue: str,
+        priority: int = 0,
+        batch_id: str | None = None,
+    ) -> Job:
+        """Record a new queued job and return it."""
+        job = Job(
+            id=uuid.uuid4().hex,
+            kind=kind.value,
+            model=model,
+            status=JobStatus.QUEUED.value,
+            queue=queue,
+            priority=priority,
+            batch_id=batch_id,
+            request=request,
+            created_at=now(),
+        )
+        with self.sessions.begin() as session:
+            session.add(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.sessions() as session:
+            return session.get(Job, job_id)
+
+    def start(self, job_id: str, *, worker_host: str, device: str) -> bool:
+        """Mark a queued job running; False if it is no longer queued (cancelled, timed out)."""
+        return self._transition(
+            job_id,
+            (JobStatus.QUEUED,),
+            status=JobStatus.RUNNING.value,
+            started_at=now(),
+            worker_host=worker_host,
+            device=device,
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        done_reason: str | None = None,
+        metrics: dict[str, int] | None = None,
+        first_token_at: datetime | None = None,
+    ) -> bool:
+        """Record a job's end; False if it had already ended."""
+        assert status.finished, status
+        values: dict[str, Any] = {
+            "status": status.value,
+            "finished_at": now(),
+            "output": output,
+            "error": error,
+            "done_reason": done_reason,
+            "first_token_at": first_token_at,
+        }
+        values.update({k: v for k, v in (metrics or {}).items() if k in METRIC_FIELDS})
+        return self._transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING), **values)
+
+    def _transition(self, job_id: str, allowed: Iterable[JobStatus], **values: Any) -> bool:
+        statuses = [s.value for s in allowed]
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(statuses)).values(**values)
+            )
+            return result.rowcount == 1
+
+    def recent(self, limit: int = 100) -> list[Job]:
+        """The newest jobs first."""
+        with self.sessions() as session:
+            rows = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))
+            return list(rows)

@@ -1,0 +1,68 @@
+"""The schema exists only through Alembic: upgrade an empty database, downgrade, upgrade again."""
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from service.db import downgrade, upgrade
+
+COLUMNS = {
+    "id", "kind", "model", "status", "queue", "priority", "batch_id", "request", "output", "error",
+    "done_reason", "created_at", "started_at", "finished_at", "prompt_eval_count",
+    "prompt_eval_duration", "eval_count", "eval_duration", "load_duration", "total_duration",
+    "first_token_at", "worker_host", "device",
+}
+
+
+def _columns(url):
+    engine = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
+
+
+def _tables(url):
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def check_round_trip(url):
+    upgrade(url)
+    assert _columns(url) == COLUMNS
+    downgrade(url, "base")
+    assert "jobs" not in _tables(url)
+    upgrade(url)
+    assert _columns(url) == COLUMNS
+
+
+def test_migrate_blank_sqlite(tmp_path):
+    check_round_trip(f"sqlite:///{tmp_path / 'blank.db'}")
+
+
+def test_sqlite_uses_wal(tmp_path):
+    from service.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'wal.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migrate_blank_postgres():
+    url = os.environ.get("CORRAL_TEST_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("CORRAL_TEST_DATABASE_URL does not point at PostgreSQL")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS jobs"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+    check_round_trip(url)
