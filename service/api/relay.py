@@ -1,0 +1,72 @@
+"""Relay a job's events from Redis to an HTTP response, streamed or collected.
+
+The handler waits for the worker to take the job before it answers, so "no worker in time"
+is a real 503 (and the job is marked failed), not an error buried in a 200 stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Response
+
+from service.errors import JobFailed, ServiceUnavailable
+from service.events import Event, Subscriber
+from service.jobs import Job, JobStatus
+
+Chunk = Callable[[str], dict[str, Any]]
+Final = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def open_events(services, job: Job) -> Iterator[Event]:
+    """Return the job's events once a worker has taken it; 503 after CORRAL_LOAD_TIMEOUT."""
+    timeout = services.settings.load_timeout
+    events = Subscriber(services.redis, job.id).follow(idle_timeout=timeout)
+    try:
+        first = next(events)
+    except TimeoutError:
+        message = f"no worker took the job within {timeout:g}s (CORRAL_LOAD_TIMEOUT)"
+        services.jobs.finish(job.id, JobStatus.FAILED, error=message)
+        raise ServiceUnavailable(message) from None
+    return itertools.chain([first], _guard(services, job, events))
+
+
+def _guard(services, job: Job, events: Iterator[Event]) -> Iterator[Event]:
+    """Turn a worker that goes silent mid-job into an error event (and a failed job)."""
+    try:
+        yield from events
+    except TimeoutError:
+        message = f"worker stopped responding for {services.settings.load_timeout:g}s"
+        services.jobs.finish(job.id, JobStatus.FAILED, error=message)
+        yield Event("0-0", "error", {"error": message})
+
+
+def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
+    """Join the tokens of a job; return (text, done data) or raise the job's error."""
+    parts = []
+    for event in events:
+        if event.type == "token":
+            parts.append(event.data["text"])
+        elif event.type == "done":
+            return "".join(parts), event.data
+        elif event.type == "error":
+            raise JobFailed(event.data.get("error", "job failed"))
+    raise JobFailed("job ended without a result")
+
+
+def ndjson(events: Iterator[Event], chunk: Chunk, final: Final) -> Response:
+    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure."""
+
+    def lines() -> Iterator[str]:
+        for event in events:
+            if event.type == "token":
+                yield json.dumps(chunk(event.data["text"])) + "\n"
+            elif event.type == "done":
+                yield json.dumps(final("", event.data)) + "\n"
+            elif event.type == "error":
+                yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+
+    return Response(lines(), mimetype="application/x-ndjson")
