@@ -79,6 +79,7 @@ class EmbeddedRedis:
         while True:
             try:
                 client.ping()
+                (self.directory / "url").write_text(self.url)
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -93,12 +94,19 @@ class EmbeddedRedis:
         """Terminate the server (SIGTERM makes it flush the AOF) and wait for it."""
         if self.process is None or self.process.poll() is not None:
             return
+        (self.directory / "url").unlink(missing_ok=True)
         self.process.terminate()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    @staticmethod
+    def running_url(directory: Path) -> str | None:
+        """The URL of an embedded server started under `directory`, if one is running."""
+        path = Path(directory) / "url"
+        return path.read_text().strip() if path.is_file() else None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -37,6 +37,7 @@ class JobKind(str, Enum):
     GENERATE = "generate"
     CHAT = "chat"
     EMBED = "embed"
+    PULL = "pull"
 
 
 class Base(DeclarativeBase):

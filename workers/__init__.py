@@ -1,0 +1,1 @@
+"""corral's inference side: the Celery app, its tasks, and the engine that decodes."""

@@ -1,0 +1,64 @@
+"""The Celery application of corral's workers; `celery -A workers.celery_app worker` works too.
+
+`create_celery()` builds it; the module attribute `app` is built on first access (PEP 562),
+so importing this module connects nothing and loads nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from celery import Celery
+from celery.signals import worker_shutdown
+
+from service.db import upgrade
+from service.queue import celery_config
+from service.settings import Settings
+from workers import tasks
+from workers.runner import Runtime
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    """Build the worker app: shared config, one thread per decode slot, tasks registered."""
+    settings = settings or Settings.from_env()
+    if not settings.redis_url:
+        raise RuntimeError("CORRAL_REDIS_URL is not set: start workers with `corral worker`")
+    app = Celery("corral", set_as_current=False)
+    app.conf.update(celery_config(settings, settings.redis_url))
+    # One task thread per sequence slot: each thread waits on its own sequence while the
+    # engine's decode thread batches them together.
+    app.conf.update(worker_pool="threads", worker_concurrency=settings.num_parallel)
+    app.corral_settings = settings
+    app.corral_runtime = None
+    app.corral_lock = threading.Lock()
+    tasks.register(app)
+    return app
+
+
+def runtime(app: Celery) -> Runtime:
+    """The worker's Runtime, created on first use (after the database is at head)."""
+    with app.corral_lock:
+        if app.corral_runtime is None:
+            upgrade(app.corral_settings.database)
+            app.corral_runtime = Runtime(app.corral_settings)
+        return app.corral_runtime
+
+
+@worker_shutdown.connect
+def _close_runtimes(sender=None, **_kwargs) -> None:
+    app = getattr(sender, "app", None)
+    current = getattr(app, "corral_runtime", None)
+    if current is not None:
+        current.close()
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    global _app
+    if name in ("app", "celery"):
+        if _app is None:
+            _app = create_celery()
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,432 @@
+"""Continuous batching over one loaded GGUF model (llama-cpp-python low-level API).
+
+One daemon thread owns the llama.cpp context (a context is not thread-safe) and runs llama-server's
+loop: admit waiting requests into free sequence ids, put one token per generating sequence in the
+batch, fill the rest of n_batch with prompt chunks, decode once, sample each output with the
+sequence's own C sampler chain. Other threads only tokenize, submit and read their `Stream`.
+
+Limits: a sequence's context is min(Options.num_ctx, n_ctx_per_seq) - the slots are sized at load,
+as Ollama's are. A prompt that does not fit (len >= that limit) makes `submit` raise ValueError;
+the caller decides whether to truncate, since only it knows which part of a chat may be dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import llama_cpp
+import numpy as np
+
+from workers import llama_loader
+from workers.batch import Batch
+from workers.detok import TextAssembler
+from workers.llama_loader import ModelLoadError, Vocab
+from workers.sampling import Options, build_sampler, free_sampler
+from workers.stream import Completion, EngineError, Stream
+
+__all__ = ["Completion", "Engine", "EngineError", "ModelLoadError", "Options", "Stream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    tokens: list[int]
+    options: Options
+    stream: Stream
+    limit: int
+
+
+class _Seq:
+    """Decode-thread state of one admitted sequence; the KV holds tokens[:n_past]."""
+
+    def __init__(self, seq_id: int, req: _Request, cached: int, sampler, order: int) -> None:
+        self.seq_id = seq_id
+        self.order = order
+        self.tokens = list(req.tokens)  # prompt, then generated tokens
+        self.n_prompt = len(req.tokens)
+        self.n_past = cached
+        self.cached = cached
+        self.options = req.options
+        self.stream = req.stream
+        self.limit = req.limit
+        self.sampler = sampler
+        self.text = TextAssembler(req.options.stop)
+        self.pieces: list[str] = []
+        self.n_generated = 0
+        self.prompt_ns = 0
+        self.prompt_end_ns = 0
+        self.last_token_ns = 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < self.n_prompt
+
+
+class Engine:
+    """Serve many sequences from one model with continuous batching on one decode thread."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_parallel: int = 4,
+        n_ctx_per_seq: int = 2048,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        lora_path: str | None = None,
+        prefix_cache: bool = True,
+    ) -> None:
+        if not 1 <= n_parallel <= llama_cpp.llama_max_parallel_sequences():
+            raise ValueError(f"n_parallel must be 1..{llama_cpp.llama_max_parallel_sequences()}")
+        if n_ctx_per_seq < 2:
+            raise ValueError("n_ctx_per_seq must be at least 2")
+        self.model_path = model_path
+        self.n_parallel = n_parallel
+        self.n_ctx_per_seq = n_ctx_per_seq
+        self.n_batch = max(n_batch, n_parallel)  # every generating sequence needs a batch row
+        self.prefix_cache = prefix_cache
+        self._model = None
+        self._ctx = None
+        llama_loader.init_backend()
+        self._model = llama_loader.load_model(model_path)
+        try:
+            self._ctx = llama_loader.new_context(
+                self._model,
+                n_seq=n_parallel,
+                n_ctx_per_seq=n_ctx_per_seq,
+                n_batch=self.n_batch,
+                n_threads=n_threads or os.cpu_count() or 1,
+            )
+            if lora_path:
+                llama_loader.apply_lora(self._model, self._ctx, lora_path)
+        except BaseException:
+            self._free()
+            raise
+        self._describe_model()
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = Batch(self.n_batch)
+        self._slots: list[_Seq | None] = [None] * n_parallel
+        self._cache: list[list[int]] = [[] for _ in range(n_parallel)]  # KV of idle ids
+        self._last_used = [0] * n_parallel
+        self._ticket = itertools.count(1)
+        self._n_busy = 0
+        self._waiting: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._failure: str | None = None
+        self._thread = threading.Thread(target=self._run, name="corral-engine", daemon=True)
+        self._thread.start()
+
+    def _describe_model(self) -> None:
+        """Fill the read-only facts the service shows: metadata, template, special tokens, size."""
+        self._vocab = Vocab(self._model)
+        self.metadata = llama_loader.read_metadata(self._model)
+        self.chat_template = llama_loader.chat_template(self._model)
+        self.bos_token = self._vocab.text_of(llama_cpp.llama_vocab_bos(self._vocab.ptr))
+        self.eos_token = self._vocab.text_of(llama_cpp.llama_vocab_eos(self._vocab.ptr))
+        n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        kv = llama_loader.kv_cache_bytes(self._model, self.metadata, n_ctx)
+        self.size_bytes = os.path.getsize(self.model_path) + kv
+
+    # ---- any thread ----
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Return text's token ids (thread-safe: reads the vocabulary only)."""
+        self._check_open()
+        return self._vocab.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """Return the text of tokens, special tokens omitted."""
+        self._check_open()
+        return self._vocab.detokenize(tokens)
+
+    def submit(self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0) -> Stream:
+        """Queue a sequence and return its stream at once; it joins at the next decode step.
+
+        keep_logits=N copies the first N next-token logits rows onto `Stream.logits` (for tests).
+        Raises ValueError for an empty prompt, unknown token ids, or a prompt that leaves no room
+        in the sequence's context.
+        """
+        options = options or Options()
+        limit = min(options.num_ctx, self.n_ctx_per_seq) if options.num_ctx > 0 else self.n_ctx_per_seq
+        if not tokens:
+            raise ValueError("the prompt has no tokens")
+        if min(tokens) < 0 or max(tokens) >= self._vocab.n_tokens:
+            raise ValueError(f"token ids must be in 0..{self._vocab.n_tokens - 1}")
+        if len(tokens) >= limit:
+            raise ValueError(
+                f"the prompt is {len(tokens)} tokens but this sequence's context holds {limit} "
+                f"(num_ctx {options.num_ctx}, engine slot {self.n_ctx_per_seq}); "
+                "shorten the prompt or raise num_ctx"
+            )
+        stream = Stream(keep_logits)
+        with self._cond:
+            self._check_open()
+            self._waiting.append(_Request(list(tokens), options, stream, limit))
+            self._cond.notify()
+        return stream
+
+    def active(self) -> int:
+        """Return the number of sequences admitted or waiting."""
+        return self._n_busy + len(self._waiting)
+
+    def close(self) -> None:
+        """Stop the decode thread, cancel every stream, free the context and model; idempotent."""
+        with self._cond:
+            already = self._closing
+            self._closing = True
+            self._cond.notify_all()
+        if already:
+            return
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        self._free()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise EngineError("the engine is closed")
+        if self._failure:
+            raise EngineError(self._failure)
+
+    def _free(self) -> None:
+        """Free the context before the model it belongs to (LoRA adapters go with the model)."""
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    # ---- decode thread ----
+
+    def _run(self) -> None:
+        """Loop until close(); on an unexpected error fail every stream instead of hanging it."""
+        error = None
+        try:
+            while self._wait_and_admit():
+                self._step()
+        except Exception as exc:
+            log.exception("engine decode loop failed")
+            error = f"engine decode loop failed: {exc!r}"
+            with self._cond:
+                self._failure = error
+        self._drain(error)
+
+    def _wait_and_admit(self) -> bool:
+        """Block while there is nothing to do; admit waiting requests into free sequence ids."""
+        with self._cond:
+            while not self._closing and not self._waiting and self._n_busy == 0:
+                self._cond.wait()
+            if self._closing:
+                return False
+            admitted = self._take_waiting()
+        for request in admitted:
+            self._admit(request)
+        return True
+
+    def _take_waiting(self) -> list[_Request]:
+        """Pop requests for the free ids, FIFO; cancelled waiting requests end here."""
+        for request in [r for r in self._waiting if r.stream.cancelled]:
+            self._waiting.remove(request)
+            request.stream._end(Completion("cancel", 0, 0, 0, 0, ""))
+        free = self.n_parallel - self._n_busy
+        return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+
+    def _admit(self, request: _Request) -> None:
+        """Give request the free id whose cached KV shares the longest prefix with it."""
+        seq_id, keep = self._pick_slot(request.tokens)
+        if len(self._cache[seq_id]) > keep:
+            if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # always succeeds
+                keep = 0
+        self._cache[seq_id] = []
+        sampler = build_sampler(self._vocab.n_tokens, request.options, request.tokens)
+        self._slots[seq_id] = _Seq(seq_id, request, keep, sampler, next(self._ticket))
+        self._n_busy += 1
+
+    def _pick_slot(self, tokens: list[int]) -> tuple[int, int]:
+        """Return (free id, reusable prefix length); ties go to the least recently used id.
+
+        At least the last prompt token is always re-evaluated: its logits give the first token.
+        """
+        best = max(
+            (i for i, s in enumerate(self._slots) if s is None),
+            key=lambda i: (_common_prefix(self._cache[i], tokens), -self._last_used[i]),
+        )
+        return best, min(_common_prefix(self._cache[best], tokens), len(tokens) - 1)
+
+    def _step(self) -> None:
+        """Run one decode over every active sequence and sample the outputs."""
+        for seq in self._active():
+            if seq.stream.cancelled:
+                self._finish(seq, "cancel")
+        prefill_cap = self.n_batch
+        while active := self._active():
+            n_gen = sum(1 for s in active if not s.prefilling)
+            plan = self._fill_batch(active, min(self.n_batch - n_gen, prefill_cap))
+            started = time.perf_counter_ns()
+            rc = self._batch.decode(self._ctx) if plan else 1
+            if rc == 0:
+                self._advance(plan, time.perf_counter_ns() - started)
+                return
+            if rc != 1:
+                self._fail([s for s, _, _ in plan], f"llama_decode returned {rc}")
+                return
+            prefill_cap = self._relieve_kv_pressure(active, prefill_cap)
+
+    def _active(self) -> list[_Seq]:
+        """Active sequences in admission order (prompt chunks are filled first come first served)."""
+        return sorted((s for s in self._slots if s is not None), key=lambda s: s.order)
+
+    def _fill_batch(self, active: list[_Seq], budget: int) -> list[tuple[_Seq, int, int]]:
+        """Fill the batch: one token per generating sequence, then prompt chunks up to budget.
+
+        Returns (sequence, tokens added, batch index of its logits row or -1) per sequence.
+        """
+        self._batch.clear()
+        plan = []
+        for seq in active:
+            if not seq.prefilling:
+                plan.append((seq, 1, self._batch.add(seq.seq_id, seq.tokens[-1:], seq.n_past, True)))
+        for seq in active:
+            if seq.prefilling and budget > 0:
+                k = min(budget, seq.n_prompt - seq.n_past)
+                last = seq.n_past + k == seq.n_prompt
+                chunk = seq.tokens[seq.n_past : seq.n_past + k]
+                index = self._batch.add(seq.seq_id, chunk, seq.n_past, last)
+                plan.append((seq, k, index if last else -1))
+                budget -= k
+        return plan
+
+    def _relieve_kv_pressure(self, active: list[_Seq], prefill_cap: int) -> int:
+        """Make room after llama_decode found no KV slot; return the new prompt-chunk cap.
+
+        In order: drop idle ids' prefix caches, halve the prompt chunks, then end the sequence
+        holding the most KV with "length".
+        """
+        idle = [i for i, s in enumerate(self._slots) if s is None and self._cache[i]]
+        for seq_id in idle:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            self._cache[seq_id] = []
+        if idle:
+            return prefill_cap
+        if prefill_cap > 0 and any(s.prefilling for s in active):
+            return prefill_cap // 2
+        self._finish(max(active, key=lambda s: s.n_past), "length")
+        return prefill_cap
+
+    def _advance(self, plan: list[tuple[_Seq, int, int]], decode_ns: int) -> None:
+        """Account a successful decode and sample every sequence that got a logits row."""
+        done_ns = time.perf_counter_ns()
+        for seq, k, index in plan:
+            if seq.prefilling:
+                seq.prompt_ns += decode_ns
+            seq.n_past += k
+            if index < 0:
+                continue
+            if seq.n_generated == 0 and seq.prompt_end_ns == 0:
+                seq.prompt_end_ns = done_ns
+            self._sample(seq, index)
+
+    def _sample(self, seq: _Seq, index: int) -> None:
+        """Sample seq's next token from batch row index, stream its text, and end it if done."""
+        stream = seq.stream
+        if len(stream.logits) < stream.keep_logits:
+            row = llama_cpp.llama_get_logits_ith(self._ctx, index)
+            stream.logits.append(np.ctypeslib.as_array(row, shape=(self._vocab.n_tokens,)).copy())
+        if seq.options.num_predict == 0:
+            self._finish(seq, "length")
+            return
+        token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
+        seq.last_token_ns = time.perf_counter_ns()
+        if stream.first_token_time is None:
+            stream.first_token_time = time.perf_counter()
+        if self._vocab.is_eog(token):
+            self._finish(seq, "stop")
+            return
+        seq.tokens.append(token)
+        stream.tokens.append(token)
+        seq.n_generated += 1
+        text, stopped = seq.text.feed(self._vocab.piece(token))
+        if text:
+            seq.pieces.append(text)
+            stream._put(text)
+        if stopped:
+            self._finish(seq, "stop")
+        elif seq.n_generated == seq.options.num_predict or len(seq.tokens) >= seq.limit:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        """End seq: free its sampler and id, keep its KV as a prefix cache, complete its stream."""
+        free_sampler(seq.sampler)
+        tail = seq.text.flush()
+        if tail:
+            seq.pieces.append(tail)
+            seq.stream._put(tail)
+        self._release(seq, keep_cache=True)
+        eval_ns = seq.last_token_ns - seq.prompt_end_ns if seq.n_generated else 0
+        seq.stream._end(
+            Completion(
+                done_reason=reason,
+                prompt_eval_count=seq.n_prompt,
+                prompt_eval_duration=seq.prompt_ns,
+                eval_count=seq.n_generated,
+                eval_duration=max(eval_ns, 0),
+                text="".join(seq.pieces),
+                cached_tokens=seq.cached,
+            )
+        )
+
+    def _release(self, seq: _Seq, *, keep_cache: bool) -> None:
+        """Free seq's id; its KV stays as that id's prefix cache unless keep_cache is false."""
+        self._slots[seq.seq_id] = None
+        self._n_busy -= 1
+        self._last_used[seq.seq_id] = next(self._ticket)
+        if keep_cache and self.prefix_cache:
+            self._cache[seq.seq_id] = seq.tokens[: seq.n_past]
+        else:  # the next user of this id must not attend to stale cells
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            self._cache[seq.seq_id] = []
+
+    def _fail(self, seqs: list[_Seq], error: str) -> None:
+        """End seqs with an error and clear their KV, whose state llama.cpp left undefined."""
+        log.error("%s; failing %d sequence(s)", error, len(seqs))
+        for seq in seqs:
+            free_sampler(seq.sampler)
+            self._release(seq, keep_cache=False)
+            seq.stream._end(None, error)
+
+    def _drain(self, error: str | None) -> None:
+        """At shutdown (or after a loop failure) end every admitted and waiting sequence."""
+        active = self._active()
+        if error:
+            self._fail(active, error)
+        for seq in active if not error else []:
+            self._finish(seq, "cancel")
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            request.stream._end(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists (vectorised: prompts can be long)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n

@@ -1,0 +1,84 @@
+"""Turn a job's request into the exact prompt text and per-sequence options the engine runs.
+
+Templates: a model's own TEMPLATE layer (Ollama's Go-template syntax) wins; otherwise the
+chat template embedded in the GGUF (Jinja, as llama.cpp and transformers use it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from service.errors import InvalidRequest
+from service.store import Model
+from service.template import Template, render_chat
+from workers.engine import Options
+
+_OPTION_NAMES = {f.name for f in fields(Options)}
+
+
+def build_options(model: Model, request: dict[str, Any], default_ctx: int) -> Options:
+    """Merge the model's PARAMETERs under the request's options (request wins, as in Ollama)."""
+    merged = {"num_ctx": default_ctx, **model.parameters, **(request.get("options") or {})}
+    values = {k: v for k, v in merged.items() if k in _OPTION_NAMES}
+    stop = values.get("stop")
+    if isinstance(stop, str):
+        values["stop"] = [stop]
+    return Options(**values)
+
+
+def messages_for(model: Model, request: dict[str, Any], kind: str) -> list[dict[str, str]]:
+    """The conversation to template: SYSTEM, the model's MESSAGEs, then the request's turns."""
+    if kind == "chat":
+        turns = list(request.get("messages") or [])
+        system = None
+    else:
+        turns = [{"role": "user", "content": request.get("prompt", "")}]
+        system = request.get("system")
+    if system is None:
+        system = model.system
+    has_system = any(t["role"] == "system" for t in turns)
+    prefix = [{"role": "system", "content": system}] if system and not has_system else []
+    return prefix + list(model.messages) + turns
+
+
+def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any) -> str:
+    """Render the prompt for a generate (raw or templated) or chat request."""
+    if kind == "generate" and request.get("raw"):
+        return request.get("prompt", "")
+    messages = messages_for(model, request, kind)
+    go_template = request.get("template") or model.template
+    if go_template:
+        system = next((m["content"] for m in messages if m["role"] == "system"), None)
+        turns = [m for m in messages if m["role"] != "system"]
+        return render_chat(Template(go_template), turns, system)
+    if engine.chat_template:
+        return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token)
+    return "".join(f"{m['content']}\n" for m in messages)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str):
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+def _raise(message: str):
+    raise TemplateError(message)
+
+
+def render_jinja(source: str, messages: list[dict[str, str]], bos: str, eos: str) -> str:
+    """Render a GGUF chat template with the generation prompt left open."""
+    try:
+        return _compile(source).render(
+            messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos
+        )
+    except TemplateError as exc:
+        raise InvalidRequest(f"the model's chat template rejected the messages: {exc}") from None

@@ -1,0 +1,166 @@
+"""Run one job in a worker: claim it, load its model, decode, publish events, record the end.
+
+Tasks stay thin and call `Runtime.run(job_id)`; everything a job touches — the job rows, the
+model store, the loaded models, the event bus — hangs off one Runtime per worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from service.db import make_engine, make_sessionmaker
+from service.events import Publisher
+from service.jobs import Job, JobStatus, JobStore
+from service.settings import Settings
+from service.store import Model, ModelStore
+from workers.prompt import build_options, build_prompt
+from workers.scheduler import ModelPool
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Per-process worker state, created lazily by the Celery app on the first task."""
+
+    def __init__(self, settings: Settings, loader=None) -> None:
+        self.settings = settings
+        self.hostname = socket.gethostname()
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.db = make_engine(settings.database)
+        self.jobs = JobStore(make_sessionmaker(self.db))
+        self.store = ModelStore(settings.models_dir)
+        self.pool = ModelPool(
+            loader or self._load_engine,
+            max_loaded=settings.max_loaded_models,
+            default_keep_alive=settings.keep_alive,
+        )
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="corral-reaper", daemon=True)
+        self._reaper.start()
+
+    def _load_engine(self, model: Model):
+        from workers.engine import Engine
+
+        adapter = str(model.adapters[0]) if model.adapters else None
+        return Engine(
+            str(model.model_path),
+            n_parallel=self.settings.num_parallel,
+            n_ctx_per_seq=self.settings.num_ctx,
+            n_threads=self.settings.threads,
+            lora_path=adapter,
+        )
+
+    def _reap(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.pool.reap()
+            except Exception:  # a failing close must not kill the reaper
+                log.exception("unloading an expired model failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.pool.close()
+        self.redis.close()
+        self.db.dispose()
+
+    def run(self, job_id: str) -> None:
+        """Run one job to its end; never raises for the job's own failures."""
+        job = self.jobs.get(job_id)
+        if job is None or not self.jobs.start(job_id, worker_host=self.hostname,
+                                              device=self.settings.device):
+            return  # cancelled, timed out or already run by another worker
+        events = Publisher(self.redis, job_id, self.settings.result_ttl)
+        events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname)
+        try:
+            HANDLERS.get(job.kind, Runtime.generate)(self, job, events)
+        except Exception as exc:
+            log.warning("job %s failed: %s", job_id, exc)
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self.jobs.finish(job_id, JobStatus.FAILED, error=message,
+                             metrics={"total_duration": _since(job.created_at)})
+            events.emit("error", error=message)
+
+    def generate(self, job: Job, events: Publisher) -> None:
+        """Run a generate or chat job: load its model, decode, publish, record."""
+        model = self.store.resolve(job.model)
+        keep_alive = job.request.get("keep_alive")
+        key = f"{model.name}@{model.digest}"
+        if job.kind == "generate" and not job.request.get("prompt") and not job.request.get("raw"):
+            self._load_only(job, model, key, keep_alive, events)
+            return
+        engine, load_ns = self.pool.acquire(key, model, {"name": model.name.display(),
+                                                         "digest": model.digest})
+        try:
+            stream = self._decode(job, model, engine, events)
+        finally:
+            # Released before "done" is sent, so a client that sees the end also sees the
+            # model unloaded when it asked for keep_alive 0.
+            self.pool.release(key, keep_alive)
+        self._succeed(job, stream, load_ns, events)
+
+    def _decode(self, job: Job, model: Model, engine, events: Publisher):
+        """Submit the prompt and publish each piece of text as the engine produces it."""
+        prompt = build_prompt(model, job.request, job.kind, engine)
+        options = build_options(model, job.request, self.settings.num_ctx)
+        stream = engine.submit(engine.tokenize(prompt), options)
+        for piece in stream:
+            if piece:
+                events.emit("token", text=piece)
+        return stream
+
+    def _succeed(self, job: Job, stream, load_ns: int, events: Publisher) -> None:
+        """Record the finished job, then tell listeners (in that order: rows before events)."""
+        completion = stream.completion
+        metrics = {
+            "prompt_eval_count": completion.prompt_eval_count,
+            "prompt_eval_duration": completion.prompt_eval_duration,
+            "eval_count": completion.eval_count,
+            "eval_duration": completion.eval_duration,
+            "load_duration": load_ns,
+            "total_duration": _since(job.created_at),
+        }
+        first = stream.first_token_time
+        first_at = None if first is None else _wall_from_perf(first)
+        self.jobs.finish(job.id, JobStatus.SUCCEEDED, output=completion.text,
+                         done_reason=completion.done_reason, metrics=metrics,
+                         first_token_at=first_at)
+        events.emit("done", done_reason=completion.done_reason, **metrics)
+
+    def _load_only(self, job: Job, model: Model, key: str, keep_alive: Any, events) -> None:
+        """An empty generate loads the model, or with keep_alive 0 unloads it (as Ollama)."""
+        load_ns = 0
+        if keep_alive == 0:
+            self.pool.unload(key)
+            reason = "unload"
+        else:
+            _, load_ns = self.pool.acquire(key, model, {"name": model.name.display()})
+            self.pool.release(key, keep_alive)
+            reason = "load"
+        metrics = {"load_duration": load_ns, "total_duration": _since(job.created_at)}
+        self.jobs.finish(job.id, JobStatus.SUCCEEDED, output="", done_reason=reason,
+                         metrics=metrics)
+        events.emit("done", done_reason=reason, **metrics)
+
+
+# Job kinds other than generate/chat: kind -> function(runtime, job, events). Each kind's
+# module registers here, so the runner stays the one place that claims and ends jobs.
+HANDLERS: dict[str, Callable[[Runtime, Job, Publisher], None]] = {}
+
+
+def _since(created_at: datetime) -> int:
+    """Nanoseconds from the job's creation (request accepted) until now."""
+    created = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    return int((datetime.now(UTC) - created).total_seconds() * 1e9)
+
+
+def _wall_from_perf(perf: float) -> datetime:
+    """Convert a time.perf_counter() reading to wall-clock UTC."""
+    return datetime.fromtimestamp(time.time() - (time.perf_counter() - perf), UTC)

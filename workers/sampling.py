@@ -1,0 +1,95 @@
+"""Build one llama.cpp sampler chain per sequence from Ollama-style options.
+
+Sampling runs in C (`llama_sampler_sample`), so the engine does no per-vocabulary Python work per
+token. Each sequence owns its chain: penalties and the random state never leak between sequences.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+
+@dataclass
+class Options:
+    """Per-sequence sampling and limits (Ollama option names)."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    seed: int = -1  # <0: random
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    num_predict: int = -1  # <0: until EOG or the sequence's context is full
+    stop: list[str] = field(default_factory=list)
+    num_ctx: int = 2048  # this sequence's own context limit (prompt + generated tokens)
+
+
+def build_sampler(n_vocab: int, options: Options, prompt: list[int]) -> llama_cpp.llama_sampler_p:
+    """Return a new sampler chain for options; the caller frees it with `free_sampler`.
+
+    The last `repeat_last_n` prompt tokens are fed to the penalty sampler, as llama-server does,
+    so a reply is penalised for repeating the prompt as well as itself.
+    """
+    params = llama_cpp.llama_sampler_chain_default_params()
+    params.no_perf = True
+    chain = llama_cpp.llama_sampler_chain_init(params)
+    for sampler in _stages(n_vocab, options):
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+    if _has_penalties(options) and options.repeat_last_n != 0:
+        for token in prompt[-_last_n(options) :]:
+            llama_cpp.llama_sampler_accept(chain, token)
+    return chain
+
+
+def free_sampler(chain: llama_cpp.llama_sampler_p) -> None:
+    """Free a chain and every sampler added to it."""
+    llama_cpp.llama_sampler_free(chain)
+
+
+def _stages(n_vocab: int, options: Options) -> list[llama_cpp.llama_sampler_p]:
+    """List the chain's samplers in llama.cpp's usual order; temperature <= 0 means greedy."""
+    stages = []
+    if _has_penalties(options):
+        stages.append(
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab,
+                _last_n(options),
+                options.repeat_penalty if options.repeat_penalty > 0 else 1.0,
+                options.frequency_penalty,
+                options.presence_penalty,
+            )
+        )
+    if options.temperature <= 0:
+        return [*stages, llama_cpp.llama_sampler_init_greedy()]
+    if options.top_k > 0:
+        stages.append(llama_cpp.llama_sampler_init_top_k(options.top_k))
+    if 0 < options.top_p < 1:
+        stages.append(llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
+    if options.min_p > 0:
+        stages.append(llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
+    stages.append(llama_cpp.llama_sampler_init_temp(options.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
+    stages.append(llama_cpp.llama_sampler_init_dist(ctypes.c_uint32(seed).value))
+    return stages
+
+
+def _has_penalties(options: Options) -> bool:
+    """Whether any repetition penalty is active (a no-op penalty sampler still costs time)."""
+    return (
+        0 < options.repeat_penalty != 1.0
+        or options.frequency_penalty != 0.0
+        or options.presence_penalty != 0.0
+    )
+
+
+def _last_n(options: Options) -> int:
+    """Penalty window; Ollama's -1 means the whole context, capped here to keep it bounded."""
+    if options.repeat_last_n < 0:
+        return max(options.num_ctx, 0)
+    return options.repeat_last_n
