@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from service.control import Listener
 from service.db import make_engine, make_sessionmaker
 from service.events import Publisher
 from service.jobs import Job, JobStatus, JobStore
@@ -43,6 +44,8 @@ class Runtime:
             default_keep_alive=settings.keep_alive,
         )
         self._stop = threading.Event()
+        self.control_handlers: dict[str, Callable[[dict], None]] = {"unload": self._on_unload}
+        self.control = Listener(self.redis, self.control_handlers)
         self._reaper = threading.Thread(target=self._reap, name="corral-reaper", daemon=True)
         self._reaper.start()
 
@@ -65,8 +68,15 @@ class Runtime:
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
 
+    def _on_unload(self, message: dict) -> None:
+        """Unload every loaded model of that name (all digests), e.g. for `corral stop`."""
+        for loaded in self.pool.loaded():
+            if loaded.info.get("name") == message.get("model"):
+                self.pool.unload(loaded.key)
+
     def close(self) -> None:
         self._stop.set()
+        self.control.close()
         self.pool.close()
         self.redis.close()
         self.db.dispose()
