@@ -18,56 +18,20 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import llama_cpp
 import numpy as np
 
 from workers import llama_loader
 from workers.batch import Batch
-from workers.detok import TextAssembler
 from workers.llama_loader import ModelLoadError, Vocab
-from workers.sampling import Options, build_sampler, free_sampler
+from workers.sampling import Options, build_sampler
+from workers.sequence import Request, Sequence
 from workers.stream import Completion, EngineError, Stream
 
 __all__ = ["Completion", "Engine", "EngineError", "ModelLoadError", "Options", "Stream"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Request:
-    tokens: list[int]
-    options: Options
-    stream: Stream
-    limit: int
-
-
-class _Seq:
-    """Decode-thread state of one admitted sequence; the KV holds tokens[:n_past]."""
-
-    def __init__(self, seq_id: int, req: _Request, cached: int, sampler, order: int) -> None:
-        self.seq_id = seq_id
-        self.order = order
-        self.tokens = list(req.tokens)  # prompt, then generated tokens
-        self.n_prompt = len(req.tokens)
-        self.n_past = cached
-        self.cached = cached
-        self.options = req.options
-        self.stream = req.stream
-        self.limit = req.limit
-        self.sampler = sampler
-        self.text = TextAssembler(req.options.stop)
-        self.pieces: list[str] = []
-        self.n_generated = 0
-        self.prompt_ns = 0
-        self.prompt_end_ns = 0
-        self.last_token_ns = 0
-
-    @property
-    def prefilling(self) -> bool:
-        return self.n_past < self.n_prompt
 
 
 class Engine:
@@ -103,22 +67,22 @@ class Engine:
                 n_seq=n_parallel,
                 n_ctx_per_seq=n_ctx_per_seq,
                 n_batch=self.n_batch,
-                n_threads=n_threads or os.cpu_count() or 1,
+                n_threads=n_threads or _usable_cpus(),
             )
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
+            self._describe_model()
         except BaseException:
             self._free()
             raise
-        self._describe_model()
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = Batch(self.n_batch)
-        self._slots: list[_Seq | None] = [None] * n_parallel
+        self._slots: list[Sequence | None] = [None] * n_parallel
         self._cache: list[list[int]] = [[] for _ in range(n_parallel)]  # KV of idle ids
         self._last_used = [0] * n_parallel
         self._ticket = itertools.count(1)
         self._n_busy = 0
-        self._waiting: deque[_Request] = deque()
+        self._waiting: deque[Request] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._failure: str | None = None
@@ -138,7 +102,9 @@ class Engine:
 
     # ---- any thread ----
 
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         """Return text's token ids (thread-safe: reads the vocabulary only)."""
         self._check_open()
         return self._vocab.tokenize(text, add_special, parse_special)
@@ -148,7 +114,9 @@ class Engine:
         self._check_open()
         return self._vocab.detokenize(tokens)
 
-    def submit(self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0) -> Stream:
+    def submit(
+        self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0
+    ) -> Stream:
         """Queue a sequence and return its stream at once; it joins at the next decode step.
 
         keep_logits=N copies the first N next-token logits rows onto `Stream.logits` (for tests).
@@ -156,7 +124,9 @@ class Engine:
         in the sequence's context.
         """
         options = options or Options()
-        limit = min(options.num_ctx, self.n_ctx_per_seq) if options.num_ctx > 0 else self.n_ctx_per_seq
+        limit = self.n_ctx_per_seq
+        if options.num_ctx > 0:
+            limit = min(options.num_ctx, limit)
         if not tokens:
             raise ValueError("the prompt has no tokens")
         if min(tokens) < 0 or max(tokens) >= self._vocab.n_tokens:
@@ -170,7 +140,7 @@ class Engine:
         stream = Stream(keep_logits)
         with self._cond:
             self._check_open()
-            self._waiting.append(_Request(list(tokens), options, stream, limit))
+            self._waiting.append(Request(list(tokens), options, stream, limit))
             self._cond.notify()
         return stream
 
@@ -238,7 +208,7 @@ class Engine:
             self._admit(request)
         return True
 
-    def _take_waiting(self) -> list[_Request]:
+    def _take_waiting(self) -> list[Request]:
         """Pop requests for the free ids, FIFO; cancelled waiting requests end here."""
         for request in [r for r in self._waiting if r.stream.cancelled]:
             self._waiting.remove(request)
@@ -246,7 +216,7 @@ class Engine:
         free = self.n_parallel - self._n_busy
         return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
 
-    def _admit(self, request: _Request) -> None:
+    def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
         seq_id, keep = self._pick_slot(request.tokens)
         if len(self._cache[seq_id]) > keep:
@@ -255,7 +225,7 @@ class Engine:
                 keep = 0
         self._cache[seq_id] = []
         sampler = build_sampler(self._vocab.n_tokens, request.options, request.tokens)
-        self._slots[seq_id] = _Seq(seq_id, request, keep, sampler, next(self._ticket))
+        self._slots[seq_id] = Sequence(seq_id, request, keep, sampler, next(self._ticket))
         self._n_busy += 1
 
     def _pick_slot(self, tokens: list[int]) -> tuple[int, int]:
@@ -286,13 +256,13 @@ class Engine:
             if rc != 1:
                 self._fail([s for s, _, _ in plan], f"llama_decode returned {rc}")
                 return
-            prefill_cap = self._relieve_kv_pressure(active, prefill_cap)
+            prefill_cap = self._relieve_kv_pressure(active, prefill_cap, self._batch.n - n_gen)
 
-    def _active(self) -> list[_Seq]:
-        """Active sequences in admission order (prompt chunks are filled first come first served)."""
+    def _active(self) -> list[Sequence]:
+        """Active sequences in admission order: prompt chunks go first come, first served."""
         return sorted((s for s in self._slots if s is not None), key=lambda s: s.order)
 
-    def _fill_batch(self, active: list[_Seq], budget: int) -> list[tuple[_Seq, int, int]]:
+    def _fill_batch(self, active: list[Sequence], budget: int) -> list[tuple[Sequence, int, int]]:
         """Fill the batch: one token per generating sequence, then prompt chunks up to budget.
 
         Returns (sequence, tokens added, batch index of its logits row or -1) per sequence.
@@ -301,7 +271,8 @@ class Engine:
         plan = []
         for seq in active:
             if not seq.prefilling:
-                plan.append((seq, 1, self._batch.add(seq.seq_id, seq.tokens[-1:], seq.n_past, True)))
+                index = self._batch.add(seq.seq_id, seq.tokens[-1:], seq.n_past, True)
+                plan.append((seq, 1, index))
         for seq in active:
             if seq.prefilling and budget > 0:
                 k = min(budget, seq.n_prompt - seq.n_past)
@@ -312,24 +283,24 @@ class Engine:
                 budget -= k
         return plan
 
-    def _relieve_kv_pressure(self, active: list[_Seq], prefill_cap: int) -> int:
+    def _relieve_kv_pressure(self, active: list[Sequence], cap: int, n_prefill: int) -> int:
         """Make room after llama_decode found no KV slot; return the new prompt-chunk cap.
 
-        In order: drop idle ids' prefix caches, halve the prompt chunks, then end the sequence
-        holding the most KV with "length".
+        In order: drop idle ids' prefix caches, halve this step's prompt tokens, then end the
+        sequence holding the most KV with "length" (which frees room, so the cap resets).
         """
         idle = [i for i, s in enumerate(self._slots) if s is None and self._cache[i]]
         for seq_id in idle:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._cache[seq_id] = []
         if idle:
-            return prefill_cap
-        if prefill_cap > 0 and any(s.prefilling for s in active):
-            return prefill_cap // 2
+            return cap
+        if n_prefill > 0:
+            return n_prefill // 2
         self._finish(max(active, key=lambda s: s.n_past), "length")
-        return prefill_cap
+        return self.n_batch
 
-    def _advance(self, plan: list[tuple[_Seq, int, int]], decode_ns: int) -> None:
+    def _advance(self, plan: list[tuple[Sequence, int, int]], decode_ns: int) -> None:
         """Account a successful decode and sample every sequence that got a logits row."""
         done_ns = time.perf_counter_ns()
         for seq, k, index in plan:
@@ -342,7 +313,7 @@ class Engine:
                 seq.prompt_end_ns = done_ns
             self._sample(seq, index)
 
-    def _sample(self, seq: _Seq, index: int) -> None:
+    def _sample(self, seq: Sequence, index: int) -> None:
         """Sample seq's next token from batch row index, stream its text, and end it if done."""
         stream = seq.stream
         if len(stream.logits) < stream.keep_logits:
@@ -370,9 +341,9 @@ class Engine:
         elif seq.n_generated == seq.options.num_predict or len(seq.tokens) >= seq.limit:
             self._finish(seq, "length")
 
-    def _finish(self, seq: _Seq, reason: str) -> None:
+    def _finish(self, seq: Sequence, reason: str) -> None:
         """End seq: free its sampler and id, keep its KV as a prefix cache, complete its stream."""
-        free_sampler(seq.sampler)
+        seq.free_sampler()
         tail = seq.text.flush()
         if tail:
             seq.pieces.append(tail)
@@ -391,7 +362,7 @@ class Engine:
             )
         )
 
-    def _release(self, seq: _Seq, *, keep_cache: bool) -> None:
+    def _release(self, seq: Sequence, *, keep_cache: bool) -> None:
         """Free seq's id; its KV stays as that id's prefix cache unless keep_cache is false."""
         self._slots[seq.seq_id] = None
         self._n_busy -= 1
@@ -402,20 +373,19 @@ class Engine:
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
             self._cache[seq.seq_id] = []
 
-    def _fail(self, seqs: list[_Seq], error: str) -> None:
+    def _fail(self, seqs: list[Sequence], error: str) -> None:
         """End seqs with an error and clear their KV, whose state llama.cpp left undefined."""
         log.error("%s; failing %d sequence(s)", error, len(seqs))
         for seq in seqs:
-            free_sampler(seq.sampler)
+            seq.free_sampler()
             self._release(seq, keep_cache=False)
             seq.stream._end(None, error)
 
     def _drain(self, error: str | None) -> None:
         """At shutdown (or after a loop failure) end every admitted and waiting sequence."""
-        active = self._active()
         if error:
-            self._fail(active, error)
-        for seq in active if not error else []:
+            self._fail(self._active(), error)
+        for seq in self._active():
             self._finish(seq, "cancel")
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
@@ -430,3 +400,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
         return 0
     diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(diff[0]) if diff.size else n
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which os.cpu_count() ignores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -18,7 +18,7 @@ import llama_cpp
 _llama_log = logging.getLogger("llama.cpp")
 # ggml levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
 # (llama_cpp._logger still maps the older numbering.) Info goes to DEBUG: a load logs ~130 lines.
-_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # others: DEBUG
 _GGML_ERROR = 4
 _GGML_CONT = 5
 

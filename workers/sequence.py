@@ -1,0 +1,60 @@
+"""Decode-thread state of one sequence, from submission to its last token.
+
+The engine's thread alone reads and writes these; other threads see a sequence only through its
+`Stream`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llama_cpp
+
+from workers.detok import TextAssembler
+from workers.sampling import Options, free_sampler
+from workers.stream import Stream
+
+
+@dataclass
+class Request:
+    """A submitted prompt waiting for a free sequence id."""
+
+    tokens: list[int]
+    options: Options
+    stream: Stream
+    limit: int  # this sequence's context: prompt + generated tokens stay below it
+
+
+class Sequence:
+    """Decode-thread state of one admitted sequence; the KV holds tokens[:n_past]."""
+
+    def __init__(
+        self, seq_id: int, req: Request, cached: int, sampler: llama_cpp.llama_sampler_p, order: int
+    ) -> None:
+        self.seq_id = seq_id
+        self.order = order
+        self.tokens = list(req.tokens)  # prompt, then generated tokens
+        self.n_prompt = len(req.tokens)
+        self.n_past = cached
+        self.cached = cached
+        self.options = req.options
+        self.stream = req.stream
+        self.limit = req.limit
+        self.sampler = sampler
+        self.text = TextAssembler(req.options.stop)
+        self.pieces: list[str] = []
+        self.n_generated = 0
+        self.prompt_ns = 0
+        self.prompt_end_ns = 0
+        self.last_token_ns = 0
+
+    @property
+    def prefilling(self) -> bool:
+        """Whether prompt tokens remain to be evaluated (else the last token awaits decoding)."""
+        return self.n_past < self.n_prompt
+
+    def free_sampler(self) -> None:
+        """Free the sampler chain once, even if a failure path reaches here a second time."""
+        if self.sampler is not None:
+            free_sampler(self.sampler)
+            self.sampler = None
