@@ -14,6 +14,7 @@ import click
 
 from service.embedded_redis import EmbeddedRedis
 from service.errors import SettingsError
+from service.queue import consumed_queues
 from service.settings import Settings, describe
 
 
@@ -139,7 +140,7 @@ def worker(queues: str | None, loglevel: str) -> None:
                                        "running under CORRAL_HOME: start `corral serve` first")
         settings = dataclasses.replace(settings, redis_url=url)
     app = create_celery(settings)
-    queues = queues or settings.queues
+    queues = ",".join(consumed_queues(queues or settings.queues))
     app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel,
                      "--hostname", f"corral-{os.getpid()}@%h",
                      "--without-gossip", "--without-mingle"])

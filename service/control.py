@@ -19,6 +19,17 @@ CHANNEL = "corral:control"
 log = logging.getLogger(__name__)
 
 
+def cancel_key(job_id: str) -> str:
+    """Set when a job is cancelled, so a worker that starts it a moment later still sees it."""
+    return f"corral:job:{job_id}:cancel"
+
+
+def request_cancel(client: redis.Redis, job_id: str) -> None:
+    """Ask whichever worker runs `job_id` to stop it within one decode step."""
+    client.set(cancel_key(job_id), 1, ex=24 * 3600)
+    send(client, "cancel", job=job_id)
+
+
 def send(client: redis.Redis, op: str, **data: Any) -> int:
     """Broadcast one control message; return how many workers were listening."""
     return int(client.publish(CHANNEL, json.dumps({"op": op, **data})))

@@ -110,9 +110,20 @@ class Subscriber:
                 yield event
                 if event.terminal:
                     return
+            if after is not None and self._ended_at_or_before(after):
+                return  # resuming after the final event: nothing more will come
             yield from self._listen(pubsub, last, idle_timeout)
         finally:
             pubsub.close()
+
+    def _ended_at_or_before(self, event_id: str) -> bool:
+        """True if the job's log already holds its terminal event, at or before `event_id`."""
+        newest = self.client.xrevrange(log_key(self.job_id), max="+", min="-", count=1)
+        if not newest:
+            return False
+        entry_id, fields = newest[0]
+        event = _decode(entry_id, fields[b"e"] if b"e" in fields else fields["e"])
+        return event.terminal and _id_key(event.id) <= _id_key(event_id)
 
     def _listen(self, pubsub, last: str | None, idle_timeout: float | None) -> Iterator[Event]:
         last_key = _id_key(last) if last else (-1, -1)

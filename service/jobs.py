@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -72,6 +82,7 @@ class Job(Base):
     first_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     device: Mapped[str | None] = mapped_column(String(32))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The job as JSON for the API and CLI."""
@@ -116,9 +127,11 @@ class JobStore:
         queue: str,
         priority: int = 0,
         batch_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Record a new queued job and return it."""
         job = Job(
+            idempotency_key=idempotency_key,
             id=uuid.uuid4().hex,
             kind=kind.value,
             model=model,
@@ -180,8 +193,56 @@ class JobStore:
             )
             return result.rowcount == 1
 
+    def by_idempotency_key(self, key: str) -> Job | None:
+        with self.sessions() as session:
+            return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel a job that no worker has started; False if it already started or ended."""
+        return self._transition(job_id, (JobStatus.QUEUED,), status=JobStatus.CANCELLED.value,
+                                finished_at=now(), done_reason="cancel")
+
+    def position(self, job: Job) -> int:
+        """How many queued jobs on the same queue run before this one (0 = next)."""
+        # Priorities share broker levels in pairs (service.queue.broker_priority).
+        level, mine = Job.priority // 2, job.priority // 2
+        ahead = (level > mine) | ((level == mine) & (Job.created_at < job.created_at))
+        query = select(func.count()).select_from(Job).where(
+            Job.queue == job.queue, Job.status == JobStatus.QUEUED.value, ahead)
+        with self.sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def waiting_by_model(self) -> dict[str, int]:
+        """Queued jobs per model, for `corral ps` and /api/ps."""
+        query = (select(Job.model, func.count()).where(Job.status == JobStatus.QUEUED.value)
+                 .group_by(Job.model))
+        with self.sessions() as session:
+            return {model: int(count) for model, count in session.execute(query)}
+
+    def search(self, *, status: list[str] | None = None, model: str | None = None,
+               batch_id: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, before: tuple[datetime, str] | None = None,
+               limit: int = 50) -> list[Job]:
+        """Jobs newest first, filtered; `before` = (created_at, id) of the last row seen."""
+        query = select(Job)
+        if status:
+            query = query.where(Job.status.in_(status))
+        if model:
+            query = query.where(Job.model == model)
+        if batch_id:
+            query = query.where(Job.batch_id == batch_id)
+        if since:
+            query = query.where(Job.created_at >= since)
+        if until:
+            query = query.where(Job.created_at < until)
+        if before:
+            created, last_id = before
+            query = query.where((Job.created_at < created) |
+                                ((Job.created_at == created) & (Job.id < last_id)))
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
     def recent(self, limit: int = 100) -> list[Job]:
         """The newest jobs first."""
-        with self.sessions() as session:
-            rows = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))
-            return list(rows)
+        return self.search(limit=limit)

@@ -11,7 +11,7 @@ COLUMNS = {
     "id", "kind", "model", "status", "queue", "priority", "batch_id", "request", "output", "error",
     "done_reason", "created_at", "started_at", "finished_at", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration", "load_duration", "total_duration",
-    "first_token_at", "worker_host", "device",
+    "first_token_at", "worker_host", "device", "idempotency_key",
 }
 
 
@@ -34,6 +34,9 @@ def _tables(url):
 def check_round_trip(url):
     upgrade(url)
     assert _columns(url) == COLUMNS
+    assert {"batches", "batch_lines", "files"} <= _tables(url)
+    downgrade(url, "0001")
+    assert "idempotency_key" not in _columns(url) and "batches" not in _tables(url)
     downgrade(url, "base")
     assert "jobs" not in _tables(url)
     upgrade(url)

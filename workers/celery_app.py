@@ -10,9 +10,10 @@ import threading
 
 from celery import Celery
 from celery.signals import worker_shutdown
+from kombu import Queue
 
 from service.db import upgrade
-from service.queue import celery_config
+from service.queue import celery_config, consumed_queues
 from service.settings import Settings
 from workers import tasks
 from workers.runner import Runtime
@@ -28,6 +29,10 @@ def create_celery(settings: Settings | None = None) -> Celery:
     # One task thread per sequence slot: each thread waits on its own sequence while the
     # engine's decode thread batches them together.
     app.conf.update(worker_pool="threads", worker_concurrency=settings.num_parallel)
+    # Interactive queues first, then their batch queues (see service.queue).
+    app.conf.task_queues = [
+        Queue(name, routing_key=name) for name in consumed_queues(settings.queues)
+    ]
     app.corral_settings = settings
     app.corral_runtime = None
     app.corral_lock = threading.Lock()

@@ -13,8 +13,8 @@ from typing import Any
 
 from flask import Response
 
-from service.errors import JobFailed, ServiceUnavailable
-from service.events import Event, Subscriber
+from service.errors import InvalidRequest, JobFailed, ServiceUnavailable
+from service.events import Event, Publisher, Subscriber
 from service.jobs import Job, JobStatus
 
 Chunk = Callable[[str], dict[str, Any]]
@@ -29,7 +29,9 @@ def open_events(services, job: Job) -> Iterator[Event]:
         first = next(events)
     except TimeoutError:
         message = f"no worker took the job within {timeout:g}s (CORRAL_LOAD_TIMEOUT)"
-        services.jobs.finish(job.id, JobStatus.FAILED, error=message)
+        if services.jobs.finish(job.id, JobStatus.FAILED, error=message):
+            Publisher(services.redis, job.id, services.settings.result_ttl).emit(
+                "error", error=message)
         raise ServiceUnavailable(message) from None
     return itertools.chain([first], _guard(services, job, events))
 
@@ -57,6 +59,23 @@ def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
     raise JobFailed("job ended without a result")
 
 
+def outcome(events: Iterator[Event]) -> dict[str, Any]:
+    """Wait for a job that streams no tokens (embeddings); return its done data or raise.
+
+    An error event with `"status": 400` is the worker saying the request itself was bad
+    (e.g. an input too long with truncation off), so it leaves as a 400, not a 500.
+    """
+    for event in events:
+        if event.type == "done":
+            return event.data
+        if event.type == "error":
+            message = event.data.get("error", "job failed")
+            if event.data.get("status") == 400:
+                raise InvalidRequest(message)
+            raise JobFailed(message)
+    raise JobFailed("job ended without a result")
+
+
 def ndjson(events: Iterator[Event], chunk: Chunk, final: Final) -> Response:
     """Stream a job as Ollama does: one JSON object per line, an `error` line on failure."""
 
@@ -66,6 +85,30 @@ def ndjson(events: Iterator[Event], chunk: Chunk, final: Final) -> Response:
                 yield json.dumps(chunk(event.data["text"])) + "\n"
             elif event.type == "done":
                 yield json.dumps(final("", event.data)) + "\n"
+            elif event.type == "error":
+                yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+
+    return Response(lines(), mimetype="application/x-ndjson")
+
+
+def progress(events: Iterator[Event], stream: bool) -> Response:
+    """Relay a job that reports `progress` events (a pull) as Ollama's status lines: each
+    update as it comes, then {"status": "success"}; unstreamed, only the final line."""
+    if not stream:
+        for event in events:
+            if event.type == "done":
+                return Response(json.dumps({"status": "success"}) + "\n",
+                                mimetype="application/json")
+            if event.type == "error":
+                raise JobFailed(event.data.get("error", "job failed"))
+        raise JobFailed("job ended without a result")
+
+    def lines() -> Iterator[str]:
+        for event in events:
+            if event.type == "progress":
+                yield json.dumps(event.data) + "\n"
+            elif event.type == "done":
+                yield json.dumps({"status": "success"}) + "\n"
             elif event.type == "error":
                 yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
 
