@@ -89,6 +89,26 @@ def _origins(text: str) -> list[str]:
     return [o.strip() for o in text.split(",") if o.strip()]
 
 
+def _base_url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def _mirrors(text: str) -> tuple[tuple[str, str], ...]:
+    """Parse "host=url,host=url" into ((host, url), ...), hosts lower-cased."""
+    pairs = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        host, sep, url = item.partition("=")
+        if not sep or not host.strip():
+            raise ValueError(f"expected host=url, got {item!r}")
+        pairs.append((host.strip().lower(), _base_url(url)))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: its default (as text, or None) and what it means."""
@@ -131,6 +151,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CORRAL_RESULT_TTL", "24h",
              "How long a job's events and results stay in Redis (the database keeps history)",
              parse_duration),
+    Variable("CORRAL_REGISTRY_MIRRORS", "",
+             "Registry hosts pulled from another base URL: host=url,... "
+             "(e.g. registry.ollama.ai=http://mirror:5000)", _mirrors),
+    Variable("CORRAL_HF_ENDPOINT", "https://huggingface.co",
+             "Hugging Face Hub address used for hf.co/<user>/<repo> pulls", _base_url),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
@@ -158,6 +183,8 @@ class Settings:
     queues: str = "cpu"
     device: str = "cpu"
     result_ttl: float = 86400.0
+    registry_mirrors: tuple[tuple[str, str], ...] = ()
+    hf_endpoint: str = "https://huggingface.co"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +213,8 @@ class Settings:
             queues=values["CORRAL_QUEUES"],
             device=values["CORRAL_DEVICE"],
             result_ttl=values["CORRAL_RESULT_TTL"],
+            registry_mirrors=values["CORRAL_REGISTRY_MIRRORS"],
+            hf_endpoint=values["CORRAL_HF_ENDPOINT"],
         )
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,11 +29,11 @@ GREEDY = {"temperature": 0, "num_predict": 10}
 class Served:
     """One `corral serve` process and the environment its clients use."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, **env: str) -> None:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         self.env.update(CORRAL_HOME=str(home), CORRAL_HOST=f"127.0.0.1:{self.port}",
-                        CORRAL_NUM_PARALLEL="2")
+                        CORRAL_NUM_PARALLEL="2", **env)
         self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", *args],
                                         env=self.env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -156,3 +157,101 @@ def test_queued_jobs_survive_a_restart_and_sigterm_stops_everything(tmp_path, mo
         assert status == "succeeded" and job["output"]
     finally:
         assert second.stop() == 0
+
+
+# Model management with the official client and corral's CLI ------------------------------
+@pytest.fixture(scope="module")
+def registry(model_file):
+    """A loopback Ollama registry publishing SmolLM2 as smollm2:135m."""
+    from tests.registry_server import Loopback
+
+    server = Loopback().start()
+    server.add_model("library/smollm2", "135m", model_file)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served_models(tmp_path_factory, registry):
+    """`corral serve` with an empty store whose registry.ollama.ai is the loopback one."""
+    server = Served(tmp_path_factory.mktemp("models"),
+                    CORRAL_REGISTRY_MIRRORS=f"registry.ollama.ai={registry.url}")
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0
+
+
+def test_ollama_client_lists_pulls_creates_shows_copies_runs_and_deletes(served_models,
+                                                                        tmp_path):
+    from tests.test_store import tiny
+
+    client = ollama.Client(host=served_models.url)
+    progress = list(client.pull(MODEL, insecure=True, stream=True))
+    assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
+    assert any(p.digest and p.total and p.completed == p.total for p in progress)
+    assert MODEL in [m.model for m in client.list().models]
+    assert client.pull(MODEL, insecure=True).status == "success"  # again, whole: nothing new
+
+    assert client.create(model="terse", from_=MODEL, system="You answer in one word.",
+                         parameters={"temperature": 0, "num_predict": 8}).status == "success"
+    shown = client.show("terse")
+    assert shown.details.family == "llama" and shown.details.quantization_level == "Q4_1"
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert "temperature" in shown.parameters and "SYSTEM You answer in one word." in \
+        shown.modelfile
+    assert client.copy("terse", "terse-copy").status == "success"
+    answer = client.chat(model="terse-copy", keep_alive="10m", messages=[
+        {"role": "user", "content": "What is the capital of France?"}])
+    assert "paris" in answer.message.content.lower()
+    [loaded] = client.ps().models
+    assert loaded.model == "terse-copy:latest" and loaded.size > 90_000_000
+    assert loaded.expires_at is not None and loaded.details.family == "llama"
+
+    digest = client.create_blob(tiny(tmp_path / "tiny.gguf"))
+    assert client.create(model="tiny", files={"tiny.gguf": digest}).status == "success"
+    assert client.delete("terse").status == "success"
+    assert {m.model for m in client.list().models} >= {MODEL, "terse-copy:latest",
+                                                        "tiny:latest"}
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.show("terse")
+    assert missing.value.status_code == 404
+
+
+def test_cli_manages_models_with_ollamas_commands(served_models, tmp_path, model_file):
+    pulled = served_models.corral("pull", "--insecure", MODEL)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "pulling manifest" in pulled.stderr and pulled.stderr.rstrip().endswith("success")
+    assert re.search(r"pulling [0-9a-f]{12}: 100% ", pulled.stderr)
+
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {model_file.name}\nPARAMETER temperature 0\n"
+                         "SYSTEM You answer in one word.\nLICENSE MIT\n")
+    (tmp_path / model_file.name).symlink_to(model_file)
+    created = served_models.corral("create", "cli-made", "-f", str(modelfile))
+    assert created.returncode == 0 and "success" in created.stderr, created.stderr
+    bad = tmp_path / "Bad"
+    bad.write_text("FROM x\nPARAMETER temperature hot\n")
+    failed = served_models.corral("create", "nope", "-f", str(bad))
+    assert failed.returncode == 1 and "line 2" in failed.stderr
+
+    listed = served_models.corral("list").stdout.splitlines()
+    assert listed[0].split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert any(row.startswith("cli-made:latest") and " MB " in row for row in listed)
+    info = served_models.corral("show", "cli-made").stdout
+    assert re.search(r"architecture\s+llama", info) and "MIT" in info
+    assert served_models.corral("show", "--license", "cli-made").stdout.strip() == "MIT"
+    assert served_models.corral("show", "--parameters", "cli-made").stdout.split() == \
+        ["temperature", "0"]
+    assert "copied" in served_models.corral("cp", "cli-made", "cli-copy").stdout
+
+    answer = served_models.corral("run", "cli-copy", "Capital of France?", "--keepalive", "5m")
+    assert "paris" in answer.stdout.lower()
+    ps = served_models.corral("ps").stdout.splitlines()
+    assert ps[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert any(row.startswith("cli-copy:latest") and "from now" in row for row in ps)
+    assert served_models.corral("stop", "cli-copy").returncode == 0
+    assert "cli-copy" not in served_models.corral("ps").stdout
+    assert "deleted 'cli-copy'" in served_models.corral("rm", "cli-copy").stdout
+    gone = served_models.corral("show", "cli-copy")
+    assert gone.returncode == 1 and "not found" in gone.stderr
