@@ -65,12 +65,17 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.extensions["corral"] = build_services(settings)
     _register_errors(app)
 
-    from service.api import jobs, ollama, ollama_models, web
+    from service.api import jobs, ollama, ollama_embed, ollama_models, openai, web
 
     app.register_blueprint(web.bp)
     app.register_blueprint(ollama.bp)
     app.register_blueprint(ollama_models.bp)
+    from service.api import ollama_fleet
+
+    app.register_blueprint(ollama_fleet.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(ollama_embed.bp)
+    app.register_blueprint(openai.bp)
     return app
 
 

@@ -16,13 +16,16 @@ from typing import Any
 
 import redis
 
-from service.control import Listener
+from service.control import Listener, cancel_key, send
 from service.db import make_engine, make_sessionmaker
 from service.events import Publisher
 from service.jobs import Job, JobStatus, JobStore
 from service.settings import Settings
 from service.store import Model, ModelStore
+from workers.embed import run_embed
+from workers.heartbeat import Heartbeat
 from workers.prompt import build_options, build_prompt
+from workers.pull import run_pull
 from workers.scheduler import ModelPool
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,13 @@ class Runtime:
             default_keep_alive=settings.keep_alive,
         )
         self._stop = threading.Event()
-        self.control_handlers: dict[str, Callable[[dict], None]] = {"unload": self._on_unload}
+        self._streams: dict[str, Any] = {}
+        self._streams_lock = threading.Lock()
+        self.control_handlers: dict[str, Callable[[dict], None]] = {
+            "unload": self._on_unload,
+            "cancel": self._on_cancel,
+        }
+        self.heartbeat = Heartbeat(self, self.redis)  # what is loaded here, for /api/ps
         self.control = Listener(self.redis, self.control_handlers)
         self._reaper = threading.Thread(target=self._reap, name="corral-reaper", daemon=True)
         self._reaper.start()
@@ -68,15 +77,24 @@ class Runtime:
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
 
+    def _on_cancel(self, message: dict) -> None:
+        """Stop a job's sequence if it runs here; its slot frees within one decode step."""
+        with self._streams_lock:
+            stream = self._streams.get(message.get("job", ""))
+        if stream is not None:
+            stream.cancel()
+
     def _on_unload(self, message: dict) -> None:
         """Unload every loaded model of that name (all digests), e.g. for `corral stop`."""
         for loaded in self.pool.loaded():
             if loaded.info.get("name") == message.get("model"):
                 self.pool.unload(loaded.key)
+        self.heartbeat.publish()
 
     def close(self) -> None:
         self._stop.set()
         self.control.close()
+        self.heartbeat.close()
         self.pool.close()
         self.redis.close()
         self.db.dispose()
@@ -84,8 +102,9 @@ class Runtime:
     def run(self, job_id: str) -> None:
         """Run one job to its end; never raises for the job's own failures."""
         job = self.jobs.get(job_id)
-        if job is None or not self.jobs.start(job_id, worker_host=self.hostname,
-                                              device=self.settings.device):
+        if job is None or not self.jobs.start(
+            job_id, worker_host=self.hostname, device=self.settings.device
+        ):
             return  # cancelled, timed out or already run by another worker
         events = Publisher(self.redis, job_id, self.settings.result_ttl)
         events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname)
@@ -94,8 +113,12 @@ class Runtime:
         except Exception as exc:
             log.warning("job %s failed: %s", job_id, exc)
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            self.jobs.finish(job_id, JobStatus.FAILED, error=message,
-                             metrics={"total_duration": _since(job.created_at)})
+            self.jobs.finish(
+                job_id,
+                JobStatus.FAILED,
+                error=message,
+                metrics={"total_duration": _since(job.created_at)},
+            )
             events.emit("error", error=message)
 
     def generate(self, job: Job, events: Publisher) -> None:
@@ -106,14 +129,19 @@ class Runtime:
         if job.kind == "generate" and not job.request.get("prompt") and not job.request.get("raw"):
             self._load_only(job, model, key, keep_alive, events)
             return
-        engine, load_ns = self.pool.acquire(key, model, {"name": model.name.display(),
-                                                         "digest": model.digest})
+        if job.kind == "chat" and not job.request.get("messages"):
+            self._load_only(job, model, key, keep_alive, events)
+            return
+        engine, load_ns = self.pool.acquire(
+            key, model, {"name": model.name.display(), "digest": model.digest}
+        )
         try:
             stream = self._decode(job, model, engine, events)
         finally:
             # Released before "done" is sent, so a client that sees the end also sees the
             # model unloaded when it asked for keep_alive 0.
             self.pool.release(key, keep_alive)
+            self.heartbeat.publish()
         self._succeed(job, stream, load_ns, events)
 
     def _decode(self, job: Job, model: Model, engine, events: Publisher):
@@ -121,9 +149,17 @@ class Runtime:
         prompt = build_prompt(model, job.request, job.kind, engine)
         options = build_options(model, job.request, self.settings.num_ctx)
         stream = engine.submit(engine.tokenize(prompt), options)
-        for piece in stream:
-            if piece:
-                events.emit("token", text=piece)
+        with self._streams_lock:
+            self._streams[job.id] = stream
+        try:
+            if self.redis.exists(cancel_key(job.id)):
+                stream.cancel()
+            for piece in stream:
+                if piece:
+                    events.emit("token", text=piece)
+        finally:
+            with self._streams_lock:
+                self._streams.pop(job.id, None)
         return stream
 
     def _succeed(self, job: Job, stream, load_ns: int, events: Publisher) -> None:
@@ -139,30 +175,43 @@ class Runtime:
         }
         first = stream.first_token_time
         first_at = None if first is None else _wall_from_perf(first)
-        self.jobs.finish(job.id, JobStatus.SUCCEEDED, output=completion.text,
-                         done_reason=completion.done_reason, metrics=metrics,
-                         first_token_at=first_at)
+        status = JobStatus.CANCELLED if completion.done_reason == "cancel" else JobStatus.SUCCEEDED
+        self.jobs.finish(
+            job.id,
+            status,
+            output=completion.text,
+            done_reason=completion.done_reason,
+            metrics=metrics,
+            first_token_at=first_at,
+        )
         events.emit("done", done_reason=completion.done_reason, **metrics)
 
     def _load_only(self, job: Job, model: Model, key: str, keep_alive: Any, events) -> None:
-        """An empty generate loads the model, or with keep_alive 0 unloads it (as Ollama)."""
+        """An empty generate or chat loads the model, or with keep_alive 0 unloads it (as
+        Ollama) here and, by a control message, on every other worker (`corral stop`)."""
         load_ns = 0
         if keep_alive == 0:
             self.pool.unload(key)
+            send(self.redis, "unload", model=model.name.display())
             reason = "unload"
         else:
-            _, load_ns = self.pool.acquire(key, model, {"name": model.name.display()})
+            info = {"name": model.name.display(), "digest": model.digest}
+            _, load_ns = self.pool.acquire(key, model, info)
             self.pool.release(key, keep_alive)
             reason = "load"
+        self.heartbeat.publish()
         metrics = {"load_duration": load_ns, "total_duration": _since(job.created_at)}
-        self.jobs.finish(job.id, JobStatus.SUCCEEDED, output="", done_reason=reason,
-                         metrics=metrics)
+        self.jobs.finish(
+            job.id, JobStatus.SUCCEEDED, output="", done_reason=reason, metrics=metrics
+        )
         events.emit("done", done_reason=reason, **metrics)
 
 
 # Job kinds other than generate/chat: kind -> function(runtime, job, events). Each kind's
 # module registers here, so the runner stays the one place that claims and ends jobs.
 HANDLERS: dict[str, Callable[[Runtime, Job, Publisher], None]] = {}
+HANDLERS["embed"] = run_embed
+HANDLERS["pull"] = run_pull
 
 
 def _since(created_at: datetime) -> int:

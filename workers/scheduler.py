@@ -54,9 +54,18 @@ class ModelPool:
         self._loading: set[str] = set()
         self._cond = threading.Condition()
 
-    def acquire(self, key: str, spec: Any, info: dict[str, Any] | None = None
-                ) -> tuple[Any, int]:
-        """Return (engine, load nanoseconds) for `key`, loading `spec` if needed."""
+    def acquire(
+        self,
+        key: str,
+        spec: Any,
+        info: dict[str, Any] | None = None,
+        loader: Callable[[Any], Any] | None = None,
+    ) -> tuple[Any, int]:
+        """Return (engine, load nanoseconds) for `key`, loading `spec` if needed.
+
+        `loader` overrides the pool's own for this key, so one pool (one memory budget) can
+        hold different kinds of loaded object, e.g. a model's embedding context.
+        """
         with self._cond:
             while True:
                 self._reap_locked()
@@ -70,12 +79,14 @@ class ModelPool:
                     self._loading.add(key)
                     break
                 self._cond.wait(timeout=1.0)
-        return self._load(key, spec, info or {})
+        return self._load(key, spec, info or {}, loader or self._loader)
 
-    def _load(self, key: str, spec: Any, info: dict[str, Any]) -> tuple[Any, int]:
+    def _load(
+        self, key: str, spec: Any, info: dict[str, Any], loader: Callable[[Any], Any]
+    ) -> tuple[Any, int]:
         started = time.perf_counter_ns()
         try:
-            engine = self._loader(spec)
+            engine = loader(spec)
         except BaseException:
             with self._cond:
                 self._loading.discard(key)
