@@ -24,6 +24,7 @@ DEFAULT_TAG = "latest"
 MAX_NAME_LENGTH = 128  # Ollama's MaxNamePartLen, which it applies to the whole string too
 
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_HOST_PORT = re.compile(r":[0-9]{1,5}$")
 _DIGEST_TAG = re.compile(r"sha256[-:]?[0-9a-f]+", re.IGNORECASE)
 
 
@@ -128,7 +129,9 @@ def _validate(text: str, name: ModelName) -> None:
             raise _invalid(text, f"the {label} is longer than {MAX_NAME_LENGTH} characters")
         if ".." in part:
             raise _invalid(text, f"the {label} contains '..'")
-        if not _PART.fullmatch(part):
+        # A registry host may carry a port (localhost:5000), as in Ollama.
+        bare = _HOST_PORT.sub("", part) if label == "host" else part
+        if not _PART.fullmatch(bare):
             raise _invalid(text, f"the {label} {part!r} may use only A-Z a-z 0-9 _ - .")
     if "." in name.namespace:
         raise _invalid(text, "the namespace may not contain '.'")

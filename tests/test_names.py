@@ -61,7 +61,6 @@ def test_parse_fills_ollama_defaults(text: str, parts: tuple[str, str, str, str]
         "model@sha256-" + "a" * 64,
         "model+Q4_0",
         "model:sha256-" + "0" * 64,
-        "localhost:5000/library/model",  # Ollama's parser has no port in a host
         "a" * 129,
         "x/" + "b" * 127,
     ],
@@ -147,3 +146,10 @@ def test_model_name_is_immutable() -> None:
     name = ModelName("registry.ollama.ai", "library", "smollm2", "latest")
     with pytest.raises(AttributeError):
         name.tag = "other"  # type: ignore[misc]
+
+
+def test_registry_host_may_carry_a_port():
+    name = parse_name("localhost:5000/team/model:v1")
+    assert (name.host, name.namespace, name.model, name.tag) == ("localhost:5000", "team",
+                                                                 "model", "v1")
+    assert name.display() == "localhost:5000/team/model:v1"
