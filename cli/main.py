@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.batch import batch
+from cli.jobs import jobs
 from cli.models import copy, create, list_models, ps, pull, remove, show, stop
 from cli.run import run
 from cli.serve import env_command, serve, worker
@@ -19,7 +20,7 @@ def cli() -> None:
 
 for command in (serve, worker, env_command, create, list_models, remove, run, batch):
     cli.add_command(command)
-for command in (show, copy, pull, ps, stop):
+for command in (show, copy, pull, ps, stop, jobs):
     cli.add_command(command)
 
 

@@ -128,12 +128,15 @@ def list_models() -> None:
 @click.command("ps")
 def ps() -> None:
     """List the models loaded on any worker, and until when."""
-    models = Client().request("GET", "/api/ps")["models"]
-    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
-    for m in models:
+    answer = Client().request("GET", "/api/ps")
+    waiting = dict(answer.get("queued") or {})
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "QUEUED"]]
+    for m in answer["models"]:
         until = "Forever" if m["expires_at"].startswith("2318") else human_time(m["expires_at"])
         rows.append([m["name"], m["digest"][:12], human_bytes(m["size"]), "100% CPU",
-                     str(m.get("context_length", "")), until])
+                     str(m.get("context_length", "")), until, str(waiting.pop(m["name"], 0))])
+    for name, count in sorted(waiting.items()):  # waiting for a model nobody has loaded yet
+        rows.append([name, "", "", "", "", "not loaded", str(count)])
     _table(rows)
 
 

@@ -166,3 +166,12 @@ def test_bad_job_fields_are_400(client, body, field):
 def test_unknown_job_is_404(client):
     assert client.get("/jobs/nope").status_code == 404
     assert client.delete("/jobs/nope").status_code == 404
+
+
+def test_ps_and_jobs_show_what_waits_per_model(client):
+    ids = [submit(client, prompt=f"p{i}") for i in range(3)]
+    answer = client.get("/api/ps").get_json()
+    assert answer["queued"] == {MODEL: 3}
+    listed = client.get("/jobs?status=queued,running").get_json()["jobs"]
+    assert sorted(j["position"] for j in listed) == [0, 1, 2]
+    assert {j["id"] for j in listed} == set(ids)

@@ -255,3 +255,13 @@ def test_cli_manages_models_with_ollamas_commands(served_models, tmp_path, model
     assert "deleted 'cli-copy'" in served_models.corral("rm", "cli-copy").stdout
     gone = served_models.corral("show", "cli-copy")
     assert gone.returncode == 1 and "not found" in gone.stderr
+
+
+def test_cli_jobs_and_ps_show_the_queue(served):
+    listed = served.corral("jobs", "--all", "--limit", "5")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "KIND", "MODEL", "STATUS"]
+    assert len(lines) > 1 and "succeeded" in listed.stdout
+    ps = served.corral("ps")
+    assert ps.returncode == 0 and "QUEUED" in ps.stdout.splitlines()[0]

@@ -38,5 +38,14 @@ def pull():
 
 @bp.get("/ps")
 def ps():
-    """Every model loaded on any live worker, with its size and when it will be unloaded."""
-    return jsonify({"models": fleet.loaded(services().redis)})
+    """Every model loaded on any live worker, with its size and when it will be unloaded.
+
+    Beyond Ollama: each entry's `queued` says how many jobs wait for that model, and
+    `queued` at the top level counts waiting jobs for every model, loaded or not.
+    """
+    ctx = services()
+    waiting = ctx.jobs.waiting_by_model()
+    models = fleet.loaded(ctx.redis)
+    for model in models:
+        model["queued"] = waiting.get(model.get("name"), 0)
+    return jsonify({"models": models, "queued": waiting})
