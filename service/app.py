@@ -11,6 +11,7 @@ from flask import Flask, current_app, jsonify
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
+from service import cors
 from service.db import make_engine, make_sessionmaker
 from service.errors import CorralError
 from service.jobs import JobStore
@@ -64,6 +65,9 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     settings = settings or Settings.from_env()
     app.extensions["corral"] = build_services(settings)
     _register_errors(app)
+    cors.install(app, settings.origins)
+    if settings.debug:
+        logging.basicConfig(level=logging.DEBUG)
 
     from service.api import jobs, ollama, ollama_embed, ollama_models, openai, web
 
