@@ -53,7 +53,7 @@ class Event:
         return self.type in TERMINAL
 
 
-def _id_key(event_id: str) -> tuple[int, int]:
+def id_key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -123,10 +123,10 @@ class Subscriber:
             return False
         entry_id, fields = newest[0]
         event = _decode(entry_id, fields[b"e"] if b"e" in fields else fields["e"])
-        return event.terminal and _id_key(event.id) <= _id_key(event_id)
+        return event.terminal and id_key(event.id) <= id_key(event_id)
 
     def _listen(self, pubsub, last: str | None, idle_timeout: float | None) -> Iterator[Event]:
-        last_key = _id_key(last) if last else (-1, -1)
+        last_key = id_key(last) if last else (-1, -1)
         deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
         while True:
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
@@ -138,9 +138,9 @@ class Subscriber:
             raw = message["data"]
             raw = raw.decode() if isinstance(raw, bytes) else raw
             event_id, _, payload = raw.partition(" ")
-            if _id_key(event_id) <= last_key:
+            if id_key(event_id) <= last_key:
                 continue
-            last_key = _id_key(event_id)
+            last_key = id_key(event_id)
             if deadline is not None:
                 deadline = time.monotonic() + idle_timeout
             event = _decode(event_id, payload)

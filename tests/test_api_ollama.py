@@ -205,3 +205,21 @@ def test_tags_version_and_root(client):
     assert model["name"] == "smollm2:135m" and model["size"] > 90_000_000
     assert model["details"]["family"] == "llama"
     assert model["details"]["quantization_level"] == "Q4_1"
+
+
+def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker):
+    import time
+
+    res = client.post("/api/generate", json={"model": "smollm2:135m",
+                                             "prompt": "Write a long story.",
+                                             "options": {"num_predict": 2000}}, buffered=False)
+    chunks = iter(res.response)
+    first = json.loads(next(chunks))
+    assert first["done"] is False
+    res.close()
+    deadline = time.monotonic() + 30
+    while (job := job_rows(app)[0]).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.status == "cancelled" and job.done_reason == "cancel"
+    assert 0 < job.eval_count < 2000

@@ -16,7 +16,7 @@ from service.api.fields import field, json_body
 from service.app import services
 from service.control import request_cancel
 from service.errors import Conflict, InvalidRequest, NotFound
-from service.events import Event, Publisher, Subscriber
+from service.events import Event, Publisher, Subscriber, id_key
 from service.jobs import Job, JobKind, JobStatus
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -181,7 +181,7 @@ def job_events(job_id: str):
     def stream() -> Iterator[str]:
         if expired:
             for event in _from_history(job):
-                if after is None or event.id > after:
+                if after is None or id_key(event.id) > id_key(after):
                     yield _sse(event)
             return
         for event in subscriber.follow(after=after):

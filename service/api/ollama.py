@@ -11,6 +11,7 @@ from service.api import ollama_types as types
 from service.api.fields import json_body
 from service.api.relay import collect, ndjson, open_events
 from service.app import services
+from service.control import request_cancel
 from service.jobs import JobKind
 
 bp = Blueprint("ollama", __name__, url_prefix="/api")
@@ -30,7 +31,8 @@ def generate():
     events = open_events(ctx, job)
     if req.stream:
         return ndjson(events, partial(types.generate_chunk, req.model),
-                      partial(types.generate_final, req.model))
+                      partial(types.generate_final, req.model),
+                      on_abort=partial(request_cancel, ctx.redis, job.id))
     text, done = collect(events)
     return jsonify(types.generate_final(req.model, text, done))
 
@@ -42,7 +44,8 @@ def chat():
     events = open_events(ctx, job)
     if req.stream:
         return ndjson(events, partial(types.chat_chunk, req.model),
-                      partial(types.chat_final, req.model))
+                      partial(types.chat_final, req.model),
+                      on_abort=partial(request_cancel, ctx.redis, job.id))
     text, done = collect(events)
     return jsonify(types.chat_final(req.model, text, done))
 

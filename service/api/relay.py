@@ -76,17 +76,29 @@ def outcome(events: Iterator[Event]) -> dict[str, Any]:
     raise JobFailed("job ended without a result")
 
 
-def ndjson(events: Iterator[Event], chunk: Chunk, final: Final) -> Response:
-    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure."""
+def ndjson(events: Iterator[Event], chunk: Chunk, final: Final,
+           on_abort: Callable[[], None] | None = None) -> Response:
+    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure.
+
+    A client that hangs up mid-stream stops its generation (`on_abort`), as Ollama does, so
+    an abandoned request does not keep a decode slot busy.
+    """
 
     def lines() -> Iterator[str]:
-        for event in events:
-            if event.type == "token":
-                yield json.dumps(chunk(event.data["text"])) + "\n"
-            elif event.type == "done":
-                yield json.dumps(final("", event.data)) + "\n"
-            elif event.type == "error":
-                yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+        ended = False
+        try:
+            for event in events:
+                if event.type == "token":
+                    yield json.dumps(chunk(event.data["text"])) + "\n"
+                elif event.type == "done":
+                    ended = True
+                    yield json.dumps(final("", event.data)) + "\n"
+                elif event.type == "error":
+                    ended = True
+                    yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+        finally:
+            if not ended and on_abort is not None:
+                on_abort()
 
     return Response(lines(), mimetype="application/x-ndjson")
 
