@@ -223,3 +223,26 @@ def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker
         time.sleep(0.05)
     assert job.status == "cancelled" and job.done_reason == "cancel"
     assert 0 < job.eval_count < 2000
+
+
+@pytest.mark.postgres
+def test_the_queue_path_records_jobs_in_postgresql(settings):
+    import os
+
+    from service.app import create_app
+    from service.db import upgrade
+
+    url = os.environ.get("CORRAL_TEST_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("CORRAL_TEST_DATABASE_URL does not point at PostgreSQL")
+    upgrade(url)
+    settings = dataclasses.replace(settings, database_url=url)
+    app = create_app({"TESTING": True}, settings=settings)
+    with running_worker(settings):
+        body = app.test_client().post("/api/chat", json={
+            "model": "smollm2:135m", "messages": [{"role": "user", "content": "Hi"}],
+            "stream": False, "options": GREEDY}).get_json()
+    job = app.extensions["corral"].jobs.recent(1)[0]
+    assert job.status == "succeeded" and job.output == body["message"]["content"]
+    assert job.eval_count == body["eval_count"] and job.finished_at.tzinfo is not None
+    app.extensions["corral"].close()
