@@ -17,37 +17,29 @@ from service.jobs import JobKind
 bp = Blueprint("ollama", __name__, url_prefix="/api")
 
 
-def _submit(kind: JobKind, model_name: str, job_request: dict):
-    """Check the model exists, then queue the job on the model's device queue."""
+def _run(kind: JobKind, req, chunk, final):
+    """Queue the job on the model's device queue, then stream it or answer once it is done."""
     ctx = services()
-    ctx.store.resolve(model_name)
-    return ctx, ctx.queue.submit(kind, model_name, job_request, queue=ctx.default_queue)
+    ctx.store.resolve(req.model)
+    job = ctx.queue.submit(kind, req.model, req.to_job(), queue=ctx.default_queue)
+    events = open_events(ctx, job)
+    chunk, final = partial(chunk, req.model), partial(final, req.model)
+    if req.stream:
+        return ndjson(events, chunk, final, on_abort=partial(request_cancel, ctx.redis, job.id))
+    text, done = collect(events)
+    return jsonify(final(text, done))
 
 
 @bp.post("/generate")
 def generate():
     req = types.GenerateRequest.from_json(json_body())
-    ctx, job = _submit(JobKind.GENERATE, req.model, req.to_job())
-    events = open_events(ctx, job)
-    if req.stream:
-        return ndjson(events, partial(types.generate_chunk, req.model),
-                      partial(types.generate_final, req.model),
-                      on_abort=partial(request_cancel, ctx.redis, job.id))
-    text, done = collect(events)
-    return jsonify(types.generate_final(req.model, text, done))
+    return _run(JobKind.GENERATE, req, types.generate_chunk, types.generate_final)
 
 
 @bp.post("/chat")
 def chat():
     req = types.ChatRequest.from_json(json_body())
-    ctx, job = _submit(JobKind.CHAT, req.model, req.to_job())
-    events = open_events(ctx, job)
-    if req.stream:
-        return ndjson(events, partial(types.chat_chunk, req.model),
-                      partial(types.chat_final, req.model),
-                      on_abort=partial(request_cancel, ctx.redis, job.id))
-    text, done = collect(events)
-    return jsonify(types.chat_final(req.model, text, done))
+    return _run(JobKind.CHAT, req, types.chat_chunk, types.chat_final)
 
 
 @bp.get("/tags")
