@@ -36,5 +36,25 @@ bench: install
 	$(BIN)/pip install -q --group bench
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
+# llama.cpp's own server, built from the llama.cpp sources vendored in llama-cpp-python's sdist
+# (the same llama.cpp that corral runs), into out/peers/ so nothing built lands in git.
+# `make bench` drives it at -np 4 when out/peers/llama-server (or $$LLAMA_SERVER) exists.
+LLAMA_CPP_PYTHON := 0.3.36
+PEERS := $(OUT)/peers
+
+bench-peers: $(PEERS)/llama-server
+
+$(PEERS)/llama-server: | $(STAMP)
+	rm -rf $(PEERS)/src && mkdir -p $(PEERS)/src
+	$(BIN)/pip download -q --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PYTHON) \
+		-d $(PEERS)/src
+	tar -xzf $(PEERS)/src/llama_cpp_python-*.tar.gz -C $(PEERS)/src
+	cmake -S $(PEERS)/src/llama_cpp_python-*/vendor/llama.cpp \
+		-B $(PEERS)/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
+		-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+		-DLLAMA_BUILD_SERVER=ON
+	cmake --build $(PEERS)/build --target llama-server -j$(JOBS)
+	cp $(PEERS)/build/bin/llama-server $@
+
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info

