@@ -7,6 +7,7 @@ import click
 from cli.batch import batch
 from cli.jobs import jobs
 from cli.models import copy, create, list_models, ps, pull, remove, show, stop
+from cli.report import report
 from cli.run import run
 from cli.serve import env_command, serve, worker
 from service import __version__
@@ -22,6 +23,7 @@ for command in (serve, worker, env_command, create, list_models, remove, run, ba
     cli.add_command(command)
 for command in (show, copy, pull, ps, stop, jobs):
     cli.add_command(command)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -80,6 +80,13 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.register_blueprint(jobs.bp)
     app.register_blueprint(ollama_embed.bp)
     app.register_blueprint(openai.bp)
+    from service.api import batches, openai_batches
+
+    app.register_blueprint(batches.bp)
+    app.register_blueprint(openai_batches.bp)
+    from service.api import report
+
+    app.register_blueprint(report.bp)
     return app
 
 

@@ -85,6 +85,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+_SIZES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _size(text: str) -> int:
+    """Bytes from "200MB", "1.5GiB", "512kb" or a bare number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZES:
+        raise ValueError("expected a size such as 200MB, 1GiB or a number of bytes")
+    value = int(float(match.group(1)) * _SIZES[match.group(2).lower()])
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
 def _origins(text: str) -> list[str]:
     return [o.strip() for o in text.split(",") if o.strip()]
 
@@ -156,6 +171,11 @@ VARIABLES: tuple[Variable, ...] = (
              "(e.g. registry.ollama.ai=http://mirror:5000)", _mirrors),
     Variable("CORRAL_HF_ENDPOINT", "https://huggingface.co",
              "Hugging Face Hub address used for hf.co/<user>/<repo> pulls", _base_url),
+    Variable("CORRAL_BATCH_WINDOW", "64",
+             "Lines of one batch queued or running at once; the rest wait in the database",
+             _positive_int),
+    Variable("CORRAL_MAX_UPLOAD", "200MB",
+             "Largest batch file /v1/files and /batches accept (larger is 413)", _size),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
@@ -185,6 +205,8 @@ class Settings:
     result_ttl: float = 86400.0
     registry_mirrors: tuple[tuple[str, str], ...] = ()
     hf_endpoint: str = "https://huggingface.co"
+    batch_window: int = 64
+    max_upload: int = 200_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +237,8 @@ class Settings:
             result_ttl=values["CORRAL_RESULT_TTL"],
             registry_mirrors=values["CORRAL_REGISTRY_MIRRORS"],
             hf_endpoint=values["CORRAL_HF_ENDPOINT"],
+            batch_window=values["CORRAL_BATCH_WINDOW"],
+            max_upload=values["CORRAL_MAX_UPLOAD"],
         )
 
     @property

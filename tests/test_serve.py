@@ -33,7 +33,8 @@ class Served:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         self.env.update(CORRAL_HOME=str(home), CORRAL_HOST=f"127.0.0.1:{self.port}",
-                        CORRAL_NUM_PARALLEL="2", **env)
+                        CORRAL_NUM_PARALLEL="2")
+        self.env.update(env)  # may override the defaults above
         self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", *args],
                                         env=self.env)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -16,10 +16,12 @@ from typing import Any
 
 import redis
 
+from service.batches import BatchStore, on_job_finished
 from service.control import Listener, cancel_key, send
 from service.db import make_engine, make_sessionmaker
 from service.events import Publisher
 from service.jobs import Job, JobStatus, JobStore
+from service.queue import JobQueue, make_producer
 from service.settings import Settings
 from service.store import Model, ModelStore
 from workers.embed import run_embed
@@ -41,6 +43,10 @@ class Runtime:
         self.db = make_engine(settings.database)
         self.jobs = JobStore(make_sessionmaker(self.db))
         self.store = ModelStore(settings.models_dir)
+        # Batch lines are fed by the worker that finishes the previous one (service.batches).
+        queue = JobQueue(make_producer(settings, settings.redis_url), self.jobs, self.redis,
+                         settings)
+        self.batches = BatchStore(queue, settings.batch_window, settings.result_ttl)
         self.pool = ModelPool(
             loader or self._load_engine,
             max_loaded=settings.max_loaded_models,
@@ -96,12 +102,24 @@ class Runtime:
         self.control.close()
         self.heartbeat.close()
         self.pool.close()
+        self.batches.queue.celery.close()
         self.redis.close()
         self.db.dispose()
 
     def run(self, job_id: str) -> None:
-        """Run one job to its end; never raises for the job's own failures."""
+        """Run one job to its end, then feed its batch's next lines if it has a batch."""
         job = self.jobs.get(job_id)
+        try:
+            self._run(job_id, job)
+        finally:
+            if job is not None and job.batch_id:
+                try:
+                    on_job_finished(self.batches, job)
+                except Exception:  # the job has ended; a feeding failure must not fail it
+                    log.exception("feeding batch %s failed", job.batch_id)
+
+    def _run(self, job_id: str, job: Job | None) -> None:
+        """Claim and run one job; never raises for the job's own failures."""
         if job is None or not self.jobs.start(
             job_id, worker_host=self.hostname, device=self.settings.device
         ):
@@ -184,7 +202,9 @@ class Runtime:
             metrics=metrics,
             first_token_at=first_at,
         )
-        events.emit("done", done_reason=completion.done_reason, **metrics)
+        # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
+        events.emit("done", done_reason=completion.done_reason,
+                    cached_tokens=completion.cached_tokens, **metrics)
 
     def _load_only(self, job: Job, model: Model, key: str, keep_alive: Any, events) -> None:
         """An empty generate or chat loads the model, or with keep_alive 0 unloads it (as
