@@ -249,7 +249,7 @@ def test_cli_manages_models_with_ollamas_commands(served_models, tmp_path, model
     answer = served_models.corral("run", "cli-copy", "Capital of France?", "--keepalive", "5m")
     assert "paris" in answer.stdout.lower()
     ps = served_models.corral("ps").stdout.splitlines()
-    assert ps[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert ps[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "QUEUED"]
     assert any(row.startswith("cli-copy:latest") and "from now" in row for row in ps)
     assert served_models.corral("stop", "cli-copy").returncode == 0
     assert "cli-copy" not in served_models.corral("ps").stdout
