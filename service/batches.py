@@ -212,6 +212,15 @@ class BatchStore:
         self.feed(batch_id)
         return self.get(batch_id)
 
+    def sweep(self) -> None:
+        """Refresh every unfinished batch; workers run this now and then, so a batch nobody
+        reads still recovers from a feeder that died between steps, and still expires."""
+        live = [s.value for s in BatchStatus if not s.ended]
+        with self.sessions() as session:
+            ids = list(session.scalars(select(Batch.id).where(Batch.status.in_(live))))
+        for batch_id in ids:
+            self.refresh(batch_id)
+
     def _recover(self, batch: Batch) -> None:
         """Re-send queued jobs whose messages are gone (a feeder died between claiming and
         enqueueing, or Redis lost its lists). A duplicate is harmless: Runtime.run starts a

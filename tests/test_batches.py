@@ -379,3 +379,7 @@ def test_reading_a_batch_resends_jobs_whose_messages_were_lost(app, client):
     client.get(f"/batches/{batch_id}")
     assert queue.waiting("cpu.batch") == 10  # sent once, not on every read
     assert len(batch_jobs(app, batch_id)) == 10
+    # With nobody reading it, the workers' sweep does the same.
+    queue.redis.delete(*queue.redis.keys("cpu.batch*"))
+    BatchStore(queue, 64).sweep()
+    assert queue.waiting("cpu.batch") == 10

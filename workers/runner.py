@@ -31,6 +31,7 @@ from workers.pull import run_pull
 from workers.scheduler import ModelPool
 
 log = logging.getLogger(__name__)
+BATCH_SWEEP_SECONDS = 30
 
 
 class Runtime:
@@ -77,11 +78,18 @@ class Runtime:
         )
 
     def _reap(self) -> None:
+        ticks = 0
         while not self._stop.wait(1.0):
             try:
                 self.pool.reap()
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
+            ticks += 1
+            if ticks % BATCH_SWEEP_SECONDS == 0:
+                try:
+                    self.batches.sweep()  # moves on batches whose feeder died mid-step
+                except Exception:
+                    log.exception("sweeping batches failed")
 
     def _on_cancel(self, message: dict) -> None:
         """Stop a job's sequence if it runs here; its slot frees within one decode step."""

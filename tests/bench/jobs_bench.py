@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.measure import PROMPTS, cores
+from tests.bench.measure import PROMPTS, busy_cpu_share, cores
 
 MODEL = "smollm2:135m"
 SUBMISSIONS = 500
@@ -176,11 +176,16 @@ def default_model_file() -> str:
 
 
 def run(base_url: str, model_file: str | None = None, lines: int = LINES) -> dict:
-    """Every figure against the corral at base_url (with smollm2:135m registered)."""
+    """Every figure against the corral at base_url (with smollm2:135m registered).
+
+    `cpu_busy_before` is how busy the machine was before starting: other load on the cores
+    slows llama.cpp's threads far more than its share, so figures above ~0.1 mislead.
+    """
+    busy = round(busy_cpu_share(), 2)
     accepted = accept_rate(base_url)
     batch = batch_throughput(base_url, lines)
     engine = engine_throughput(model_file or default_model_file(), max(1, batch["parallel"]))
-    return {"post_jobs": accepted, "batch": batch, "engine": engine,
+    return {"cpu_busy_before": busy, "post_jobs": accepted, "batch": batch, "engine": engine,
             "batch_vs_engine": round(batch["tokens_per_s"] / engine["tokens_per_s"], 3)}
 
 
