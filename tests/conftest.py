@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,31 @@ def database_url(corral_home: Path) -> str:
     url = f"sqlite:///{corral_home / 'corral.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A schema of its own in CORRAL_TEST_DATABASE_URL's PostgreSQL, dropped afterwards.
+
+    The database may be shared with other runs and other tests; a schema per test (set as the
+    connection's search_path) means none sees another's tables, even after a crash.
+    """
+    url = os.environ.get("CORRAL_TEST_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("CORRAL_TEST_DATABASE_URL does not point at PostgreSQL")
+    from sqlalchemy import create_engine, text
+
+    schema = f"corral_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

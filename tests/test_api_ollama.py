@@ -226,17 +226,12 @@ def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker
 
 
 @pytest.mark.postgres
-def test_the_queue_path_records_jobs_in_postgresql(settings):
-    import os
-
+def test_the_queue_path_records_jobs_in_postgresql(settings, postgres_url):
     from service.app import create_app
     from service.db import upgrade
 
-    url = os.environ.get("CORRAL_TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        pytest.skip("CORRAL_TEST_DATABASE_URL does not point at PostgreSQL")
-    upgrade(url)
-    settings = dataclasses.replace(settings, database_url=url)
+    upgrade(postgres_url)
+    settings = dataclasses.replace(settings, database_url=postgres_url)
     app = create_app({"TESTING": True}, settings=settings)
     with running_worker(settings):
         body = app.test_client().post("/api/chat", json={

@@ -1,7 +1,5 @@
 """The schema exists only through Alembic: upgrade an empty database, downgrade, upgrade again."""
 
-import os
-
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -59,13 +57,5 @@ def test_sqlite_uses_wal(tmp_path):
 
 
 @pytest.mark.postgres
-def test_migrate_blank_postgres():
-    url = os.environ.get("CORRAL_TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        pytest.skip("CORRAL_TEST_DATABASE_URL does not point at PostgreSQL")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS jobs"))
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
-    check_round_trip(url)
+def test_migrate_blank_postgres(postgres_url):
+    check_round_trip(postgres_url)
