@@ -388,3 +388,13 @@ def test_without_copies_a_prompt_takes_its_longest_match_and_disabled_reuses_not
     off = PrefixCache(2, enabled=False)
     off.released(0, [1, 2, 3])
     assert off.plan([1, 2, 3, 4], free=[0, 1], busy={}) == Plan(1, 1, 0)
+
+
+def test_a_long_prompt_decodes_on_every_cpu(model_file):
+    """A 60-token prompt in one decode: llama.cpp's AMX weight buffers crashed the process here."""
+    prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 6)
+    with Engine(str(model_file), n_parallel=2, n_ctx_per_seq=512, n_threads=2) as engine:
+        tokens = engine.tokenize(prompt)
+        assert len(tokens) >= 60
+        done = engine.submit(tokens, Options(temperature=0, num_predict=4)).result()
+    assert done.eval_count == 4 and done.prompt_eval_count == len(tokens)

@@ -75,9 +75,27 @@ def _reason(errors: list[str], fallback: str) -> str:
     return "; ".join(errors) if errors else fallback
 
 
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU advertises Intel AMX tiles (Sapphire Rapids and later)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def load_model(path: str) -> llama_cpp.llama_model_p:
-    """Load a GGUF file (CPU, mmap) or raise ModelLoadError with the loader's reason."""
+    """Load a GGUF file (CPU, mmap) or raise ModelLoadError with the loader's reason.
+
+    On a CPU with AMX, llama.cpp's AMX weight buffers (an "extra buffer type") crash the process
+    in ggml_backend_amx_mul_mat once a prompt is a few dozen tokens long (llama-cpp-python 0.3.36,
+    built natively). Without extra buffer types the weights stay in plain CPU buffers and the
+    AVX-512 kernels run them; elsewhere the extra types stay on, since they repack Q4_0/Q4_K
+    weights for faster AVX2 kernels.
+    """
     params = llama_cpp.llama_model_default_params()
+    if cpu_has_amx():
+        params.use_extra_bufts = False
     with _capture_errors() as errors:
         model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
     if not model:

@@ -8,51 +8,67 @@ from __future__ import annotations
 
 import time
 
-from tests.bench.measure import N_PREDICT, PROMPTS, Level, Sample, closed_loop, requests_for
-from tests.bench.measure import summarise as fold
+from tests.bench.measure import N_PREDICT, PROMPTS, Sample
 from workers.engine import Engine, Options
+from workers.llama_loader import cpu_has_amx
 
 GREEDY = Options(temperature=0, num_predict=N_PREDICT, repeat_penalty=1.0)
 
 
-def llama_single(model: str, threads: int, n_ctx: int) -> Level:
-    """llama-cpp-python's high-level API, streamed: one sequence at a time."""
-    from llama_cpp import Llama
+class LlamaSingle:
+    """llama-cpp-python's high-level API, streamed: one sequence at a time (a lock says so)."""
 
-    llm = Llama(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    try:
-        llm.create_completion(PROMPTS[0], max_tokens=8, temperature=0)  # warm up
+    def __init__(self, model: str, threads: int, n_ctx: int) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
 
-        def send(prompt: str) -> Sample:
-            sample = Sample(sent=time.perf_counter())
-            for chunk in llm.create_completion(prompt, max_tokens=N_PREDICT, temperature=0,
-                                               repeat_penalty=1.0, stream=True):
-                if chunk["choices"][0]["finish_reason"] is None:  # one chunk per token
-                    sample.token()
-                    sample.tokens += 1
-            sample.end = time.perf_counter()
-            return sample
+        plain = llama_cpp.llama_model_default_params
+        if cpu_has_amx():  # load as corral's loader does: llama.cpp's AMX buffers crash
+            def no_extra_buffers() -> llama_cpp.llama_model_params:
+                params = plain()
+                params.use_extra_bufts = False
+                return params
 
-        return fold("llama-cpp-python Llama, in process", 1, closed_loop(send, 1, 8))
-    finally:
-        llm.close()
+            llama_cpp.llama_model_default_params = no_extra_buffers
+        try:
+            self.llm = Llama(model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                             verbose=False)
+        finally:
+            llama_cpp.llama_model_default_params = plain
+        self.llm.create_completion(PROMPTS[0], max_tokens=8, temperature=0)  # warm up
 
-
-def engine_levels(model: str, threads: int, n_parallel: int, n_ctx: int,
-                  levels: tuple[int, ...]) -> list[Level]:
-    """corral's Engine, in process: `c` closed-loop clients submitting to one batch."""
-    with Engine(model, n_parallel=n_parallel, n_ctx_per_seq=n_ctx, n_threads=threads) as engine:
-        prompts = {p: engine.tokenize(p) for p in PROMPTS}
-        engine.submit(prompts[PROMPTS[0]], Options(temperature=0, num_predict=8)).result()
-
-        def send(prompt: str) -> Sample:
-            sample = Sample(sent=time.perf_counter())
-            stream = engine.submit(prompts[prompt], GREEDY)
-            for _ in stream:
+    def send(self, prompt: str) -> Sample:
+        sample = Sample(sent=time.perf_counter())
+        for chunk in self.llm.create_completion(prompt, max_tokens=N_PREDICT, temperature=0,
+                                                repeat_penalty=1.0, stream=True):
+            if chunk["choices"][0]["finish_reason"] is None:  # one chunk per token
                 sample.token()
-            sample.end = time.perf_counter()
-            sample.tokens = stream.completion.eval_count
-            return sample
+                sample.tokens += 1
+        sample.end = time.perf_counter()
+        return sample
 
-        return [fold(f"corral Engine, in process (-np {n_parallel})", c,
-                     closed_loop(send, c, requests_for(c))) for c in levels]
+    def close(self) -> None:
+        self.llm.close()
+
+
+class EngineInProcess:
+    """corral's Engine in this process: each client submits to the one batch."""
+
+    def __init__(self, model: str, threads: int, n_parallel: int, n_ctx: int) -> None:
+        self.engine = Engine(model, n_parallel=n_parallel, n_ctx_per_seq=n_ctx,
+                             n_threads=threads)
+        self.prompts = {p: self.engine.tokenize(p) for p in PROMPTS}
+        self.engine.submit(self.prompts[PROMPTS[0]], Options(temperature=0, num_predict=8)
+                           ).result()  # warm up
+
+    def send(self, prompt: str) -> Sample:
+        sample = Sample(sent=time.perf_counter())
+        stream = self.engine.submit(self.prompts[prompt], GREEDY)
+        for _ in stream:
+            sample.token()
+        sample.end = time.perf_counter()
+        sample.tokens = stream.completion.eval_count
+        return sample
+
+    def close(self) -> None:
+        self.engine.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from service.embedded_redis import free_port
 from tests.bench.measure import N_PREDICT, Sample
+from workers.llama_loader import cpu_has_amx
 
 MODEL = "smollm2:135m"
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,8 @@ class LlamaServer:
         args = [binary, "-m", model_file, "--host", "127.0.0.1", "--port", str(self.port),
                 "-np", str(n_parallel), "-c", str(n_parallel * n_ctx),
                 "-t", str(threads), "-tb", str(threads), "--no-webui", "--log-disable"]
+        if cpu_has_amx():  # the same weight buffers corral's loader uses (see cpu_has_amx)
+            args.append("--no-repack")
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         _wait_http(f"http://127.0.0.1:{self.port}/health", self.process, None, 60)
