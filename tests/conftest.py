@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import importlib.util
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,19 +143,44 @@ def runner(app):
 
 @contextlib.contextmanager
 def running_worker(settings: Settings):
-    """A real Celery worker (threads pool) consuming the test's Redis, in this process."""
-    from celery.contrib.testing.worker import start_worker
+    """A real Celery worker (threads pool) consuming the test's Redis, in this process.
+
+    A test may run two of them (a fleet), so each is kept to itself. Celery's Hub step reuses
+    kombu's process-wide event loop when one is set, which would put both workers' sockets on
+    one loop polled from two threads (one worker then blocks reading the other's socket): each
+    worker gets a new loop. And it is stopped with Celery's remote `shutdown` addressed to its
+    node name, not celery.contrib.testing's process-wide `should_terminate` flag, which stops
+    every worker of the process at once.
+    """
+    from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
+    from celery.utils.nodenames import anon_nodename
+    from kombu.asynchronous import set_event_loop
 
     from workers.celery_app import create_celery, runtime
 
     celery = create_celery(settings)
+    setup_app_for_worker(celery, "WARNING", None)
+    set_event_loop(None)  # the Hub step below makes this worker a loop of its own
+    node = TestWorkController(
+        app=celery, hostname=anon_nodename(), pool="threads", concurrency=settings.num_parallel,
+        loglevel="WARNING", logfile=None, ready_callback=None, without_heartbeat=True,
+        without_mingle=True, without_gossip=True)
+    thread = threading.Thread(target=node.start, name=f"celery {node.hostname}", daemon=True)
+    thread.start()
+    node.ensure_started()
     try:
-        with start_worker(celery, pool="threads", concurrency=settings.num_parallel,
-                          perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
-            yield runtime(celery)
+        yield runtime(celery)
     finally:
-        if celery.corral_runtime is not None:
-            celery.corral_runtime.close()
+        try:
+            celery.control.shutdown(destination=[node.hostname])
+            thread.join(60)
+            if thread.is_alive():
+                faulthandler.dump_traceback()
+                raise RuntimeError(f"worker {node.hostname} did not stop within 60 s")
+        finally:
+            if celery.corral_runtime is not None:
+                celery.corral_runtime.close()
+            celery.close()
 
 
 @pytest.fixture
