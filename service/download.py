@@ -32,6 +32,7 @@ Progress = Callable[[dict[str, Any]], None]
 _CHUNK = 1 << 20
 _TIMEOUT = 60.0  # seconds without a byte before a download is reported as stalled
 _REPORT_EVERY = 0.1  # seconds between progress updates of one file
+_REPORT_STEPS = 20  # and one update per 1/20 of a file of known size, however fast it arrives
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class _Transfer:
         self.completed = 0
         self.total = remote.size
         self._reported = 0.0
+        self._reported_bytes = 0
 
     def run(self) -> Staged:
         self._hash_existing()
@@ -219,10 +221,15 @@ class _Transfer:
                            f"{exc.strerror or exc}; free some space and pull again to resume")
 
     def _report(self, force: bool = False) -> None:
+        """Send a progress update every _REPORT_EVERY seconds, and every 1/_REPORT_STEPS of the
+        file: a bar keeps moving on a slow link and still moves on a fast one (a loopback
+        registry delivers 100 MB within one time interval)."""
         now = time.monotonic()
-        if not force and now - self._reported < _REPORT_EVERY:
+        step = (self.total or 0) // _REPORT_STEPS
+        stepped = step > 0 and self.completed - self._reported_bytes >= step
+        if not force and not stepped and now - self._reported < _REPORT_EVERY:
             return
-        self._reported = now
+        self._reported, self._reported_bytes = now, self.completed
         update: dict[str, Any] = {"status": f"pulling {self.remote.label}",
                                   "digest": self.remote.digest or "",
                                   "completed": self.completed}
