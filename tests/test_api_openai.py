@@ -164,9 +164,9 @@ def test_stop_cuts_the_answer_before_the_stop_string(api, worker):
     prompt = "Count from one to ten in words."
     free = api.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=24)
     text = free.choices[0].text
-    words = text.split()
-    assert len(words) >= 4, text
-    stop = words[len(words) // 2]
+    assert len(text.strip()) >= 8, text
+    middle = len(text) // 2  # whatever the model wrote on this CPU, stop halfway through it
+    stop = text[middle:middle + 3]
     expected = text[: text.index(stop)]
     assert expected.strip()
     for stops in (stop, [stop, "never-appears"]):
