@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -39,7 +40,7 @@ from service.queue import JobQueue, batch_queue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "BatchLine", "BatchStatus", "BatchStore", "Counts", "LineSpec",
+__all__ = ["Batch", "BatchLine", "BatchStatus", "BatchStore", "Counts", "Feeder", "LineSpec",
            "on_job_finished"]
 
 WINDOWS = {"24h": timedelta(hours=24)}
@@ -392,12 +393,51 @@ class BatchStore:
 _ACTIVE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
 
 
-def on_job_finished(batches: BatchStore, job: Job) -> None:
-    """A worker calls this after a batch job ends (any status): feed the next lines.
+class Feeder:
+    """Feeds batches from one background thread of a worker.
 
-    A job may carry a batch label of its own (POST /jobs {"batch": ...}) with no batch
-    row behind it; there is nothing to feed then.
+    The task thread that ran a job is free to take its next job at once instead of waiting
+    for the feed, and jobs of one batch that end together are fed in one pass.
     """
+
+    def __init__(self, batches: BatchStore) -> None:
+        self.batches = batches
+        self._due: set[str] = set()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="corral-batch-feeder",
+                                        daemon=True)
+        self._thread.start()
+
+    def notify(self, batch_id: str) -> None:
+        with self._wake:
+            self._due.add(batch_id)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due and not self._closed:
+                    self._wake.wait()
+                if not self._due:
+                    return
+                due, self._due = self._due, set()
+            for batch_id in due:
+                try:
+                    with contextlib.suppress(NotFound):  # a /jobs "batch" label, no batch row
+                        self.batches.feed(batch_id)
+                except Exception:  # the next job's end, or the sweep, feeds it again
+                    log.exception("feeding batch %s failed", batch_id)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the feeds already asked for, then stop."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+
+def on_job_finished(feeder: Feeder, job: Job) -> None:
+    """A worker calls this after a batch job ends (any status): feed the next lines."""
     if job.batch_id:
-        with contextlib.suppress(NotFound):
-            batches.feed(job.batch_id)
+        feeder.notify(job.batch_id)

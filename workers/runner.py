@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from service.batches import BatchStore, on_job_finished
+from service.batches import BatchStore, Feeder, on_job_finished
 from service.control import Listener, cancel_key, send
 from service.db import make_engine, make_sessionmaker
 from service.events import Publisher
@@ -48,6 +48,7 @@ class Runtime:
         queue = JobQueue(make_producer(settings, settings.redis_url), self.jobs, self.redis,
                          settings)
         self.batches = BatchStore(queue, settings.batch_window, settings.result_ttl)
+        self.feeder = Feeder(self.batches)
         self.pool = ModelPool(
             loader or self._load_engine,
             max_loaded=settings.max_loaded_models,
@@ -110,6 +111,7 @@ class Runtime:
         self.control.close()
         self.heartbeat.close()
         self.pool.close()
+        self.feeder.close()
         self.batches.queue.celery.close()
         self.redis.close()
         self.db.dispose()
@@ -120,11 +122,8 @@ class Runtime:
         try:
             self._run(job_id, job)
         finally:
-            if job is not None and job.batch_id:
-                try:
-                    on_job_finished(self.batches, job)
-                except Exception:  # the job has ended; a feeding failure must not fail it
-                    log.exception("feeding batch %s failed", job.batch_id)
+            if job is not None:
+                on_job_finished(self.feeder, job)
 
     def _run(self, job_id: str, job: Job | None) -> None:
         """Claim and run one job; never raises for the job's own failures."""
