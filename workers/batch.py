@@ -11,6 +11,8 @@ import ctypes
 import llama_cpp
 import numpy as np
 
+from workers import compute
+
 
 class Batch:
     """Token rows for one llama_decode: token, position, sequence id and whether to output logits.
@@ -65,6 +67,9 @@ class Batch:
         return end - 1
 
     def decode(self, ctx: llama_cpp.llama_context_p) -> int:
-        """Run llama_decode on the rows added since clear(); return llama.cpp's status code."""
+        """Run llama_decode on the rows added since clear(); return llama.cpp's status code.
+
+        It runs on the process's compute thread (see workers.compute), whichever thread asks.
+        """
         self._struct.n_tokens = self.n
-        return llama_cpp.llama_decode(ctx, self._struct)
+        return compute.run(llama_cpp.llama_decode, ctx, self._struct)
