@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from tests.bench.measure import N_PREDICT, PROMPTS, Sample
+from workers import compute
 from workers.engine import Engine, Options
 from workers.llama_loader import cpu_has_amx
 
@@ -19,7 +20,7 @@ class LlamaSingle:
     """llama-cpp-python's high-level API, streamed: one sequence at a time (a lock says so)."""
 
     def __init__(self, model: str, threads: int, n_ctx: int) -> None:
-        import llama_cpp
+        import llama_cpp.llama_cpp as llama_cpp  # the module Llama reads its defaults from
         from llama_cpp import Llama
 
         plain = llama_cpp.llama_model_default_params
@@ -35,9 +36,14 @@ class LlamaSingle:
                              verbose=False)
         finally:
             llama_cpp.llama_model_default_params = plain
-        self.llm.create_completion(PROMPTS[0], max_tokens=8, temperature=0)  # warm up
+        self.send(PROMPTS[0])  # warm up
 
     def send(self, prompt: str) -> Sample:
+        """Run the whole completion on the compute thread, where corral's engines decode too:
+        a process with a second OpenMP team runs both slower (see workers.compute)."""
+        return compute.run(self._send, prompt)
+
+    def _send(self, prompt: str) -> Sample:
         sample = Sample(sent=time.perf_counter())
         for chunk in self.llm.create_completion(prompt, max_tokens=N_PREDICT, temperature=0,
                                                 repeat_penalty=1.0, stream=True):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,9 @@ from cli.report import table as report_table
 from tests.bench import inprocess
 from tests.bench.measure import (
     N_PREDICT,
+    ROUNDS,
     Level,
+    Sample,
     busy_cpu_share,
     closed_loop,
     cores,
@@ -39,6 +44,7 @@ from tests.bench.servers import ROOT, CorralServer, LlamaServer, find_llama_serv
 
 LEVELS = (1, 2, 4, 8)
 LLAMA = "llama-cpp-python Llama, in process"
+ENGINE = "corral Engine, in process"
 CORRAL = "corral serve (HTTP→Redis→worker→pub/sub→HTTP)"
 PEER = "llama.cpp llama-server -np 4"
 
@@ -54,25 +60,32 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_corral(model: str, threads: int, n_parallel: int, n_ctx: int, log: Path,
-               jobs_bench: bool) -> tuple[list[Level], dict]:
-    """Start `corral serve`, drive it at every level, read its worker's memory, stop it."""
-    extra: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="corral-bench-") as home:
-        server = CorralServer(Path(home), model, n_parallel, threads, n_ctx, log)
-        try:
-            extra["load_s"] = server.load()
-            levels = []
-            for c in LEVELS:
-                say(f"  corral serve, concurrency {c}")
-                levels.append(summarise(CORRAL, c, closed_loop(server.send, c, requests_for(c))))
-            extra["memory"] = _memory(server, model)
-            with urllib.request.urlopen(server.url + "/jobs/report", timeout=30) as res:
-                extra["report"] = json.loads(res.read())["rows"]
-            extra["jobs_bench"] = _jobs_bench(server.url) if jobs_bench else None
-        finally:
-            server.stop()
-    return levels, extra
+@dataclass
+class System:
+    """One system under test: how to send it a request, and at which concurrency levels."""
+
+    name: str
+    send: Callable[[str], Sample]
+    levels: tuple[int, ...]
+    rounds: dict[int, list[list[Sample]]] = field(default_factory=dict)
+
+    def measure(self) -> None:
+        """Run one round of every level."""
+        for c in self.levels:
+            say(f"  {self.name}, concurrency {c}")
+            self.rounds.setdefault(c, []).append(closed_loop(self.send, c, requests_for(c)))
+
+    def summaries(self) -> list[Level]:
+        return [summarise(self.name, c, rounds) for c, rounds in self.rounds.items()]
+
+
+def corral_extras(server: CorralServer, model: str, jobs_bench: bool) -> dict[str, Any]:
+    """After the rounds: the worker's memory, `corral report`'s rows, the jobs benchmark."""
+    extra: dict[str, Any] = {"memory": _memory(server, model)}
+    with urllib.request.urlopen(server.url + "/jobs/report", timeout=30) as res:
+        extra["report"] = json.loads(res.read())["rows"]
+    extra["jobs_bench"] = _jobs_bench(server.url) if jobs_bench else None
+    return extra
 
 
 def _memory(server: CorralServer, model: str) -> dict[str, Any]:
@@ -108,20 +121,36 @@ def _jobs_bench(base_url: str) -> dict | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_peer(model: str, threads: int, n_ctx: int) -> list[Level]:
-    binary = find_llama_server()
-    if binary is None:
-        say("llama-server not found: `make bench-peers` builds it (or set LLAMA_SERVER)")
-        return []
-    server = LlamaServer(binary, model, 4, threads, n_ctx)
-    try:
-        levels = []
-        for c in LEVELS:
-            say(f"  llama-server, concurrency {c}")
-            levels.append(summarise(PEER, c, closed_loop(server.send, c, requests_for(c))))
-        return levels
-    finally:
-        server.stop()
+def measure_all(model: str, args: argparse.Namespace, threads: int
+                ) -> tuple[list[Level], dict[str, Any]]:
+    """Start every system, run ROUNDS interleaved rounds, collect, stop everything."""
+    with contextlib.ExitStack() as stack:
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="corral-bench-")))
+        say("starting: llama-cpp-python, corral Engine, corral serve, llama-server")
+        llama = inprocess.LlamaSingle(model, threads, args.ctx)
+        stack.callback(llama.close)
+        engine = inprocess.EngineInProcess(model, threads, args.np, args.ctx)
+        stack.callback(engine.close)
+        corral = CorralServer(home, model, args.np, threads, args.ctx,
+                              args.out / "corral-serve.log")
+        stack.callback(corral.stop)
+        extra: dict[str, Any] = {"load_s": corral.load()}
+        systems = [System(LLAMA, llama.send, (1,)),
+                   System(f"{ENGINE} (-np {args.np})", engine.send, (1, 4, 8)),
+                   System(CORRAL, corral.send, LEVELS)]
+        binary = find_llama_server()
+        if binary is None:
+            say("llama-server not found: `make bench-peers` builds it (or set LLAMA_SERVER)")
+        else:
+            peer = LlamaServer(binary, model, 4, threads, args.ctx)
+            stack.callback(peer.stop)
+            systems.append(System(PEER, peer.send, (1, 2, 4)))
+        for round_no in range(1, ROUNDS + 1):
+            say(f"round {round_no} of {ROUNDS}")
+            for system in systems:
+                system.measure()
+        extra.update(corral_extras(corral, model, not args.no_jobs_bench))
+    return [level for system in systems for level in system.summaries()], extra
 
 
 def find(levels: list[Level], system: str, concurrency: int) -> Level | None:
@@ -133,7 +162,7 @@ def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
     """The issue's targets: each with the measured ratio or margin and whether it is met."""
     llama1, corral1 = find(levels, LLAMA, 1), find(levels, CORRAL, 1)
     corral4, peer4 = find(levels, CORRAL, 4), find(levels, PEER, 4)
-    engine1 = find(levels, "corral Engine", 1)
+    engine1 = find(levels, ENGINE, 1)
     out = []
 
     def add(name: str, value: float | None, goal: float, higher: bool, unit: str) -> None:
@@ -169,7 +198,7 @@ def print_table(levels: list[Level]) -> None:
 
 
 def _order(system: str) -> int:
-    for i, prefix in enumerate((LLAMA, "corral Engine", CORRAL, PEER)):
+    for i, prefix in enumerate((LLAMA, ENGINE, CORRAL, PEER)):
         if system.startswith(prefix):
             return i
     return 9
@@ -216,19 +245,12 @@ def main(argv: list[str] | None = None) -> None:
         say(f"warning: {busy:.0%} of the CPUs were busy before the run; figures will be low")
 
     started = time.monotonic()
-    say("(a) in process")
-    levels = [inprocess.llama_single(model, threads, args.ctx)]
-    levels += inprocess.engine_levels(model, threads, args.np, args.ctx, (1, 4, 8))
-    say("(b) corral serve")
     args.out.mkdir(parents=True, exist_ok=True)
-    served, extra = run_corral(model, threads, args.np, args.ctx, args.out / "corral-serve.log",
-                               not args.no_jobs_bench)
-    levels += served
-    say("(c) llama-server")
-    levels += run_peer(model, threads, args.ctx)
+    levels, extra = measure_all(model, args, threads)
 
     print(f"\n{Path(model).name}, {threads} threads, {N_PREDICT} tokens/request, greedy, "
-          f"same raw prompts; corral CORRAL_NUM_PARALLEL={args.np}, {args.ctx} ctx/sequence\n")
+          f"same raw prompts; corral CORRAL_NUM_PARALLEL={args.np}, {args.ctx} ctx/sequence; "
+          f"tok/s from the best of {ROUNDS} interleaved rounds, TTFT over all rounds\n")
     print_table(levels)
     goals = targets(levels, extra["memory"])
     print("\ntargets")
