@@ -125,7 +125,8 @@ def _safe(url: str) -> str:
 
 
 @click.command(epilog=_env_help())
-@click.option("--queues", "-Q", default=None, help="Comma-separated queues (default CORRAL_QUEUES).")
+@click.option("--queues", "-Q", default=None,
+              help="Comma-separated queues (default CORRAL_QUEUES).")
 @click.option("--loglevel", default="WARNING", show_default=True)
 def worker(queues: str | None, loglevel: str) -> None:
     """Run a Celery worker that loads models and decodes jobs from the given queues."""

@@ -137,7 +137,8 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("CORRAL_HOST", "127.0.0.1:11434", "Address the HTTP API listens on (host:port)",
              _parse_host),
-    Variable("CORRAL_HOME", "~/.corral", "Directory for corral's database, embedded Redis and models"),
+    Variable("CORRAL_HOME", "~/.corral",
+             "Directory for corral's database, embedded Redis and models"),
     Variable("CORRAL_MODELS", None, "Model store (manifests + blobs); default $CORRAL_HOME/models"),
     Variable("CORRAL_REDIS_URL", None,
              "Redis broker and event bus; unset starts an embedded redis-server under CORRAL_HOME"),
@@ -148,7 +149,8 @@ VARIABLES: tuple[Variable, ...] = (
              parse_duration),
     Variable("CORRAL_NUM_PARALLEL", "4", "Sequences one loaded model decodes together in a worker",
              _positive_int),
-    Variable("CORRAL_MAX_QUEUE", "512", "Interactive requests that may wait before new ones get 503",
+    Variable("CORRAL_MAX_QUEUE", "512",
+             "Interactive requests that may wait before new ones get 503",
              _positive_int),
     Variable("CORRAL_MAX_LOADED_MODELS", "2", "Models one worker keeps loaded at once (LRU beyond)",
              _positive_int),
@@ -259,7 +261,7 @@ class Settings:
 
     @property
     def threads(self) -> int:
-        """Decode threads: the configured count, or every core (ENGINE.md: the C default halves speed)."""
+        """Decode threads: the configured count, or every core (the C default halves speed)."""
         return self.num_threads or os.cpu_count() or 1
 
 
