@@ -136,6 +136,42 @@ def client(app):
     return app.test_client()
 
 
+@contextlib.contextmanager
+def openai_client(app) -> Iterator:
+    """The official openai client against `app`, served over real HTTP on a free port."""
+    import openai
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                           api_key="unused", max_retries=0, timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def api(app):
+    """The openai client against the test's app (see openai_client)."""
+    with openai_client(app) as client:
+        yield client
+
+
+@pytest.fixture
+def loopback():
+    """A model registry (Ollama/OCI, Hugging Face and plain URLs) served on loopback."""
+    from tests.registry_server import Loopback
+
+    server = Loopback().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()

@@ -11,7 +11,6 @@ import pytest
 
 from service.store import ModelStore
 from tests.conftest import running_worker
-from tests.registry_server import Loopback
 from tests.test_pull import TEMPLATE
 
 MODEL = "smollm2:135m"
@@ -28,13 +27,6 @@ def eventually(check, timeout: float = 10.0):
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
     return result
-
-
-@pytest.fixture
-def loopback():
-    server = Loopback().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -3,30 +3,12 @@ client → werkzeug server → Flask → Redis → a real Celery worker → Smol
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
 import openai
 import pytest
-from werkzeug.serving import make_server
 
 MODEL = "smollm2:135m"
 CAPITAL = [{"role": "system", "content": "You answer in one word."},
            {"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture
-def api(app) -> Iterator[openai.OpenAI]:
-    """The openai client against the test's app, served on a free port in a thread."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                           api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
-    server.shutdown()
-    thread.join()
 
 
 def job_of(app, response_id: str):

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import numpy as np
 import openai
 import pytest
-from werkzeug.serving import make_server
 
 from tests.conftest import running_worker
 from workers.scheduler import ModelPool
@@ -117,19 +115,6 @@ def test_unknown_model_is_404_on_both_faces(client):
         res = client.post(path, json={"model": "nope:latest", **body})
         assert res.status_code == 404, path
     assert res.get_json()["error"]["code"] == "model_not_found"
-
-
-@pytest.fixture
-def api(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                           api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
-    server.shutdown()
-    thread.join()
 
 
 def test_openai_client_embeddings_match_ollamas_in_float_and_base64(app, client, api, worker):

@@ -3,17 +3,17 @@ real Celery worker running SmolLM2: the batch workflow from OpenAI's guide, unch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
-import threading
 import time
 
 import openai
 import pytest
-from werkzeug.serving import make_server
 
 from service.app import create_app
+from tests.conftest import openai_client
 
 MODEL = "smollm2:135m"
 ENDED = ("completed", "failed", "cancelled", "expired")
@@ -22,24 +22,14 @@ ENDED = ("completed", "failed", "cancelled", "expired")
 @pytest.fixture
 def serve(settings):
     """serve(**settings changes) → an openai client against an app served in a thread."""
-    stack = []
+    with contextlib.ExitStack() as stack:
 
-    def start(**changes) -> openai.OpenAI:
-        app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, **changes))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                               api_key="unused", max_retries=0, timeout=120)
-        stack.append((app, server, thread, client))
-        return client
+        def start(**changes) -> openai.OpenAI:
+            app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, **changes))
+            stack.callback(app.extensions["corral"].close)
+            return stack.enter_context(openai_client(app))
 
-    yield start
-    for app, server, thread, client in stack:
-        client.close()
-        server.shutdown()
-        thread.join()
-        app.extensions["corral"].close()
+        yield start
 
 
 @pytest.fixture

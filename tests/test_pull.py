@@ -25,13 +25,6 @@ CUT = 30 << 20  # where an interrupted download stops: 30 MiB into the 98 MB mod
 
 
 @pytest.fixture
-def loopback():
-    server = Loopback().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def published(loopback: Loopback, model_file: Path) -> dict:
     """SmolLM2 published as library/smollm2:135m, with a template and parameters."""
     return loopback.add_model("library/smollm2", "135m", model_file,
