@@ -26,7 +26,7 @@ from workers import llama_loader
 from workers.batch import Batch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
-from workers.sampling import GrammarError, Options, build_sampler, check_grammar
+from workers.sampling import GrammarError, Options, build_sampler, free_sampler
 from workers.sequence import Request, Sequence
 from workers.stream import Completion, EngineError, Stream
 
@@ -147,14 +147,20 @@ class Engine:
                 f"(num_ctx {options.num_ctx}, engine slot {self.n_ctx_per_seq}); "
                 "shorten the prompt or raise num_ctx"
             )
-        if options.grammar:
-            check_grammar(self._vocab.ptr, options.grammar)  # fail here, not on the decode thread
-        stream = Stream(keep_logits)
+        # Built here, not on the decode thread: a bad grammar fails this call, and the chain's
+        # set-up (parsing a grammar, feeding the prompt to the penalties) never delays a step.
+        self._check_open()  # the vocabulary is freed with the model
+        sampler = build_sampler(self._vocab.ptr, self._vocab.n_tokens, options, tokens)
+        request = Request(list(tokens), options, Stream(keep_logits), limit, sampler)
         with self._cond:
-            self._check_open()
-            self._waiting.append(Request(list(tokens), options, stream, limit))
+            try:
+                self._check_open()
+            except EngineError:
+                free_sampler(sampler)
+                raise
+            self._waiting.append(request)
             self._cond.notify()
-        return stream
+        return request.stream
 
     def active(self) -> int:
         """Return the number of sequences admitted or waiting."""
@@ -224,21 +230,14 @@ class Engine:
         """Pop requests for the free ids, FIFO; cancelled waiting requests end here."""
         for request in [r for r in self._waiting if r.stream.cancelled]:
             self._waiting.remove(request)
-            request.stream._end(Completion("cancel", 0, 0, 0, 0, ""))
+            request.drop(Completion("cancel", 0, 0, 0, 0, ""))
         free = self.n_parallel - self._n_busy
         return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
-        try:
-            sampler = build_sampler(
-                self._vocab.ptr, self._vocab.n_tokens, request.options, request.tokens
-            )
-        except GrammarError as exc:  # submit checked it; one bad request must not end the loop
-            request.stream._end(None, str(exc))
-            return
         seq_id, keep = self._place(request.tokens)
-        self._slots[seq_id] = Sequence(seq_id, request, keep, sampler, next(self._ticket))
+        self._slots[seq_id] = Sequence(seq_id, request, keep, next(self._ticket))
         self._n_busy += 1
 
     def _place(self, tokens: list[int]) -> tuple[int, int]:
@@ -409,7 +408,7 @@ class Engine:
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
         for request in waiting:
-            request.stream._end(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
+            request.drop(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
 
 
 def _usable_cpus() -> int:

@@ -53,12 +53,6 @@ def grammar_for_format(fmt: str | dict[str, Any] | None) -> str | None:
     raise GrammarError(f"format must be \"json\" or a JSON schema, not {fmt!r}")
 
 
-def check_grammar(vocab: llama_cpp.llama_vocab_p, grammar: str) -> None:
-    """Raise GrammarError unless llama.cpp accepts grammar (parses it once and frees it)."""
-    sampler = _grammar_sampler(vocab, grammar)
-    llama_cpp.llama_sampler_free(sampler)
-
-
 def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
     if not sampler:

@@ -12,7 +12,7 @@ import llama_cpp
 
 from workers.detok import TextAssembler
 from workers.sampling import Options, free_sampler
-from workers.stream import Stream
+from workers.stream import Completion, Stream
 
 
 @dataclass
@@ -23,14 +23,18 @@ class Request:
     options: Options
     stream: Stream
     limit: int  # this sequence's context: prompt + generated tokens stay below it
+    sampler: llama_cpp.llama_sampler_p  # built by submit; the Sequence then owns it
+
+    def drop(self, completion: Completion | None, error: str | None = None) -> None:
+        """End a request that never became a sequence, freeing its sampler."""
+        free_sampler(self.sampler)
+        self.stream._end(completion, error)
 
 
 class Sequence:
     """Decode-thread state of one admitted sequence; the KV holds tokens[:n_past]."""
 
-    def __init__(
-        self, seq_id: int, req: Request, cached: int, sampler: llama_cpp.llama_sampler_p, order: int
-    ) -> None:
+    def __init__(self, seq_id: int, req: Request, cached: int, order: int) -> None:
         self.seq_id = seq_id
         self.order = order
         self.tokens = list(req.tokens)  # prompt, then generated tokens
@@ -40,7 +44,7 @@ class Sequence:
         self.options = req.options
         self.stream = req.stream
         self.limit = req.limit
-        self.sampler = sampler
+        self.sampler: llama_cpp.llama_sampler_p | None = req.sampler
         self.text = TextAssembler(req.options.stop)
         self.pieces: list[str] = []
         self.n_generated = 0
