@@ -22,7 +22,6 @@ import importlib.util
 import json
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.measure import PROMPTS, busy_cpu_share, cores
+from tests.bench.measure import PROMPTS, busy_cpu_share, cores, in_threads
 
 MODEL = "smollm2:135m"
 SUBMISSIONS = 500
@@ -55,28 +54,6 @@ def _call(method: str, url: str, body: bytes | None = None,
         return status, raw
 
 
-def _in_threads(work, items: list, clients: int) -> list:
-    """Run work(item) over items from `clients` threads; results in item order."""
-    results: list = [None] * len(items)
-    cursor = iter(range(len(items)))
-    lock = threading.Lock()
-
-    def loop() -> None:
-        while True:
-            with lock:
-                index = next(cursor, None)
-            if index is None:
-                return
-            results[index] = work(items[index])
-
-    threads = [threading.Thread(target=loop) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def accept_rate(base_url: str, submissions: int = SUBMISSIONS, clients: int = CLIENTS) -> dict:
     """POST /jobs as fast as `clients` threads can; then cancel what was queued."""
     body = json.dumps({"model": MODEL, "prompt": "Hi", "options": {"num_predict": 1}}).encode()
@@ -88,10 +65,10 @@ def accept_rate(base_url: str, submissions: int = SUBMISSIONS, clients: int = CL
         return time.perf_counter() - started, status, data
 
     started = time.perf_counter()
-    answers = _in_threads(submit, list(range(submissions)), clients)
+    answers = in_threads(submit, list(range(submissions)), clients)
     wall = time.perf_counter() - started
     ids = [data["id"] for _, status, data in answers if status == 202]
-    _in_threads(lambda job: _call("DELETE", f"{base_url}/jobs/{job}"), ids, clients)
+    in_threads(lambda job: _call("DELETE", f"{base_url}/jobs/{job}"), ids, clients)
     latencies = sorted(seconds for seconds, _, _ in answers)
     return {"submitted": submissions, "accepted": len(ids), "clients": clients,
             "wall_s": round(wall, 3), "jobs_per_s": round(len(ids) / wall, 1),
@@ -161,7 +138,7 @@ def engine_throughput(model_file: str, n_parallel: int, requests: int = ENGINE_R
             return stream.completion.eval_count
 
         started = time.perf_counter()
-        tokens = sum(_in_threads(one, list(range(requests)), n_parallel))
+        tokens = sum(in_threads(one, list(range(requests)), n_parallel))
         wall = time.perf_counter() - started
     return {"requests": requests, "parallel": n_parallel, "tokens": tokens,
             "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1)}

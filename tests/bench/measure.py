@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -117,28 +118,33 @@ def _aggregate(samples: list[Sample]) -> float:
                                              min(s.sent for s in samples))
 
 
-def closed_loop(send: Callable[[str], Sample], concurrency: int, n_requests: int) -> list[Sample]:
-    """Send n_requests with `concurrency` clients, each sending its next as its last ends."""
-    samples: list[Sample] = []
+def in_threads(work: Callable[[Any], Any], items: list, clients: int) -> list:
+    """Run work(item) over items from `clients` threads, each taking the next item as its last
+    one ends (a closed loop); results in item order."""
+    results: list = [None] * len(items)
+    cursor = iter(range(len(items)))
     lock = threading.Lock()
-    counter = iter(range(n_requests))
 
-    def client() -> None:
+    def loop() -> None:
         while True:
             with lock:
-                i = next(counter, None)
-            if i is None:
+                index = next(cursor, None)
+            if index is None:
                 return
-            sample = send(PROMPTS[i % len(PROMPTS)])
-            with lock:
-                samples.append(sample)
+            results[index] = work(items[index])
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return samples
+    return results
+
+
+def closed_loop(send: Callable[[str], Sample], concurrency: int, n_requests: int) -> list[Sample]:
+    """Send n_requests (the prompts in turn) with `concurrency` closed-loop clients."""
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_requests)]
+    return in_threads(send, prompts, concurrency)
 
 
 ROUNDS = 3  # every system at every level, interleaved, so slow drift hits all alike
