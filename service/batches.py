@@ -2,8 +2,8 @@
 
 A batch's lines are validated and stored when it is created (`batch_lines`, one row each;
 a bad line keeps its error and never runs). Only `CORRAL_BATCH_WINDOW` of them are jobs
-at any moment: each time one of its jobs ends, the worker that ran it calls
-`on_job_finished`, which submits the next lines. So a 100,000-line file costs Redis a
+at any moment: each time one of its jobs ends, the worker that ran it asks its `Feeder`
+to submit the next lines. So a 100,000-line file costs Redis a
 window's worth of messages, and interactive requests (on their own queue, at higher broker
 priority) never wait behind more than the lines already running.
 
@@ -40,8 +40,7 @@ from service.queue import JobQueue, batch_queue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "BatchLine", "BatchStatus", "BatchStore", "Counts", "Feeder", "LineSpec",
-           "on_job_finished"]
+__all__ = ["Batch", "BatchLine", "BatchStatus", "BatchStore", "Counts", "Feeder", "LineSpec"]
 
 WINDOWS = {"24h": timedelta(hours=24)}
 # A queued batch job this old, with nothing waiting in Redis, lost its message.
@@ -410,6 +409,7 @@ class Feeder:
         self._thread.start()
 
     def notify(self, batch_id: str) -> None:
+        """A job of batch_id ended (any status): feed its next lines soon."""
         with self._wake:
             self._due.add(batch_id)
             self._wake.notify()
@@ -435,9 +435,3 @@ class Feeder:
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout)
-
-
-def on_job_finished(feeder: Feeder, job: Job) -> None:
-    """A worker calls this after a batch job ends (any status): feed the next lines."""
-    if job.batch_id:
-        feeder.notify(job.batch_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from service.batches import BatchStore, Feeder, on_job_finished
+from service.batches import BatchStore, Feeder
 from service.control import Listener, cancel_key, send
 from service.db import make_engine, make_sessionmaker
 from service.events import Publisher
@@ -122,8 +122,8 @@ class Runtime:
         try:
             self._run(job_id, job)
         finally:
-            if job is not None:
-                on_job_finished(self.feeder, job)
+            if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
+                self.feeder.notify(job.batch_id)
 
     def _run(self, job_id: str, job: Job | None) -> None:
         """Claim and run one job; never raises for the job's own failures."""
