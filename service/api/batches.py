@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from service.api import ollama_types
 from service.api import openai_types as openai
+from service.api.fields import query_int
 from service.app import services
 from service.batches import Batch, BatchLine, BatchStore, Counts, LineSpec
 from service.errors import CorralError, InvalidRequest
@@ -203,16 +204,6 @@ def describe(batch: Batch, counts: Counts) -> dict[str, Any]:
 
 
 # ---- routes ----------------------------------------------------------------------------
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    try:
-        value = int(request.args.get(name, default))
-    except ValueError:
-        raise InvalidRequest(f"invalid parameter '{name}': expected an integer") from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"invalid parameter '{name}': expected {low} to {high}")
-    return value
-
-
 @bp.post("")
 def create():
     """Store the body as the batch's input file and start it; 201, or 200 when attached."""
@@ -224,7 +215,7 @@ def create():
         return jsonify(describe(batch, batches.counts(batch.id))), 200
     files.check_size(request.content_length)
     model = request.args.get("model") or None
-    priority = _int_arg("priority", 0, 0, 9)
+    priority = query_int("priority", 0, 0, 9)
     upload = files.save(request.stream, request.headers.get("X-Filename", "batch.jsonl"),
                         "batch")
     if upload.bytes == 0:
@@ -257,7 +248,7 @@ def list_batches():
         rows = [found] if found is not None else []
     else:
         rows = batches.list(after=request.args.get("after"),
-                            limit=_int_arg("limit", 20, 1, 100))
+                            limit=query_int("limit", 20, 1, 100))
     return jsonify({"batches": [describe(b, batches.counts(b.id)) for b in rows]})
 
 

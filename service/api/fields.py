@@ -1,8 +1,10 @@
-"""Read a JSON request body field by field, naming the field in every error."""
+"""Read a request's JSON body and query arguments field by field, naming the field in every
+error."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -24,6 +26,18 @@ def json_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("invalid JSON body: expected an object")
     return body
+
+
+def query_int(name: str, default: int, low: int, high: int,
+              error: Callable[[str], Exception] = InvalidRequest) -> int:
+    """An integer query argument within low..high; error(message) when it is not one."""
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        raise error(f"invalid parameter '{name}': expected an integer") from None
+    if not low <= value <= high:
+        raise error(f"invalid parameter '{name}': expected {low} to {high}")
+    return value
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from service.api import ollama_types as types
-from service.api.fields import field, json_body
+from service.api.fields import field, json_body, query_int
 from service.app import services
 from service.control import request_cancel
 from service.errors import Conflict, InvalidRequest, NotFound
@@ -141,12 +141,7 @@ def list_jobs():
     unknown = set(statuses) - {s.value for s in JobStatus}
     if unknown:
         raise InvalidRequest(f"invalid parameter 'status': unknown {sorted(unknown)}")
-    try:
-        limit = int(request.args.get("limit", 50))
-    except ValueError:
-        raise InvalidRequest("invalid parameter 'limit': expected an integer") from None
-    if not 1 <= limit <= _MAX_PAGE:
-        raise InvalidRequest(f"invalid parameter 'limit': expected 1 to {_MAX_PAGE}")
+    limit = query_int("limit", 50, 1, _MAX_PAGE)
     cursor = request.args.get("cursor")
     jobs = services().jobs.search(
         status=statuses, model=request.args.get("model"), batch_id=request.args.get("batch"),

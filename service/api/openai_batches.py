@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from service.api import openai as openai_face
 from service.api import openai_types as types
 from service.api.batches import OPENAI_URLS, batch_store, file_store, parse_lines
-from service.api.fields import json_body
+from service.api.fields import json_body, query_int
 from service.app import services
 from service.batches import WINDOWS, Batch, BatchLine, BatchStatus, BatchStore
 from service.errors import CorralError, NotFound
@@ -183,13 +183,7 @@ def cancel_batch(batch_id: str):
 
 
 def _limit(high: int, default: int | None = None) -> int:
-    try:
-        value = int(request.args.get("limit", default or high))
-    except ValueError:
-        raise _param("limit", "invalid parameter 'limit': expected an integer") from None
-    if not 1 <= value <= high:
-        raise _param("limit", f"invalid parameter 'limit': expected 1 to {high}")
-    return value
+    return query_int("limit", default or high, 1, high, lambda message: _param("limit", message))
 
 
 def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
