@@ -49,6 +49,15 @@ def _parse_go_duration(text: str) -> float:
     return sign * sum(float(n) * _UNITS[u] for n, u in parts)
 
 
+def _interval(text: str) -> float:
+    """Seconds of a duration that must not be negative (a bare number is seconds)."""
+    seconds = float(text) if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text) else \
+        _parse_go_duration(text.strip())
+    if seconds < 0:
+        raise ValueError("must be 0 or more")
+    return seconds
+
+
 def _parse_host(text: str) -> tuple[str, int]:
     """Split "host:port", "host", ":port" or "http://host:port" as Ollama's OLLAMA_HOST does."""
     text = text.strip()
@@ -178,6 +187,9 @@ VARIABLES: tuple[Variable, ...] = (
              _positive_int),
     Variable("CORRAL_MAX_UPLOAD", "200MB",
              "Largest batch file /v1/files and /batches accept (larger is 413)", _size),
+    Variable("CORRAL_STREAM_INTERVAL", "25ms",
+             "Shortest time between two streamed chunks of one job; the first token leaves at "
+             "once, later tokens are joined (0 = one chunk per token)", _interval),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
@@ -209,6 +221,7 @@ class Settings:
     hf_endpoint: str = "https://huggingface.co"
     batch_window: int = 64
     max_upload: int = 200_000_000
+    stream_interval: float = 0.025
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -241,6 +254,7 @@ class Settings:
             hf_endpoint=values["CORRAL_HF_ENDPOINT"],
             batch_window=values["CORRAL_BATCH_WINDOW"],
             max_upload=values["CORRAL_MAX_UPLOAD"],
+            stream_interval=values["CORRAL_STREAM_INTERVAL"],
         )
 
     @property

@@ -65,6 +65,19 @@ def test_generate_streams_ndjson_that_joins_to_the_job_output(app, client, worke
     assert lines[-1]["eval_count"] == len(lines) - 1 or lines[-1]["eval_count"] >= len(lines) - 1
 
 
+def test_stream_interval_sends_the_first_token_alone_and_joins_the_rest(app, client, settings):
+    # An interval longer than the whole answer: the first token, then everything else at the end.
+    with running_worker(dataclasses.replace(settings, stream_interval=60.0)):
+        res = client.post("/api/generate", json={
+            "model": "smollm2:135m", "prompt": "Count: one, two,", "options": GREEDY})
+        lines = ndjson(res)
+    assert res.status_code == 200
+    chunks = [line["response"] for line in lines[:-1]]
+    assert len(chunks) == 2 and all(chunks)
+    assert lines[-1]["eval_count"] > 2  # so the second chunk joined several tokens
+    assert "".join(chunks) == job_rows(app)[0].output
+
+
 def test_chat_uses_the_models_template_streamed_and_not(client, worker):
     messages = [{"role": "system", "content": "You answer in one word."},
                 {"role": "user", "content": "What is the capital of France?"}]

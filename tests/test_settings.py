@@ -36,10 +36,20 @@ def test_parse_duration(text, seconds):
     ("CORRAL_NUM_PARALLEL", "0"),
     ("CORRAL_MAX_QUEUE", "many"),
     ("CORRAL_DEBUG", "maybe"),
+    ("CORRAL_STREAM_INTERVAL", "-10ms"),
+    ("CORRAL_STREAM_INTERVAL", "soon"),
 ])
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("25ms", 0.025), ("0", 0.0), ("0.1", 0.1),
+                                                ("1s", 1.0)])
+def test_stream_interval_is_a_duration_in_seconds(text, seconds):
+    assert Settings.from_env({}).stream_interval == pytest.approx(0.025)
+    value = Settings.from_env({"CORRAL_STREAM_INTERVAL": text}).stream_interval
+    assert value == pytest.approx(seconds)
 
 
 def test_host_forms():

@@ -170,7 +170,13 @@ class Runtime:
         self._succeed(job, stream, load_ns, events)
 
     def _decode(self, job: Job, model: Model, engine, events: Publisher):
-        """Submit the prompt and publish each piece of text as the engine produces it."""
+        """Submit the prompt and publish its text as the engine produces it.
+
+        Text goes out in chunks at most one per CORRAL_STREAM_INTERVAL (the first token at
+        once): each event costs a wake-up of this thread, of Redis, of the API thread and of
+        the client, and on a machine whose cores all decode, each of those takes CPU from
+        the decode. Joining the tokens of 25 ms gave about a tenth more tokens/s.
+        """
         prompt = build_prompt(model, job.request, job.kind, engine)
         options = build_options(model, job.request, self.settings.num_ctx)
         stream = engine.submit(engine.tokenize(prompt), options)
@@ -179,9 +185,8 @@ class Runtime:
         try:
             if self.redis.exists(cancel_key(job.id)):
                 stream.cancel()
-            for piece in stream:
-                if piece:
-                    events.emit("token", text=piece)
+            for text in stream.chunks(self.settings.stream_interval):
+                events.emit("token", text=text)
         finally:
             with self._streams_lock:
                 self._streams.pop(job.id, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class Stream:
         self.error: str | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancelled = threading.Event()
+        self._finished = threading.Event()  # set with the end marker, wakes a pacing reader
         self._ended = False
 
     def __iter__(self) -> Iterator[str]:
@@ -56,6 +58,27 @@ class Stream:
                 self._ended = True
                 break
             yield item
+        if self.error is not None:
+            raise EngineError(self.error)
+
+    def chunks(self, interval: float) -> Iterator[str]:
+        """Yield the text joined into chunks at most one per `interval` seconds.
+
+        The first piece leaves at once; after each chunk the reader sleeps until `interval` has
+        passed (or the sequence ends), then takes every piece that arrived meanwhile.
+        """
+        while not self._ended:
+            pieces = [self._queue.get()]
+            started = time.monotonic()
+            while not self._queue.empty():
+                pieces.append(self._queue.get())
+            if pieces[-1] is _END:
+                self._ended = True
+                pieces.pop()
+            if pieces:
+                yield "".join(pieces)
+            if not self._ended and interval > 0:
+                self._finished.wait(interval - (time.monotonic() - started))
         if self.error is not None:
             raise EngineError(self.error)
 
@@ -83,3 +106,4 @@ class Stream:
         self.completion = completion
         self.error = error
         self._queue.put(_END)
+        self._finished.set()
