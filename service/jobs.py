@@ -150,16 +150,21 @@ class JobStore:
         with self.sessions() as session:
             return session.get(Job, job_id)
 
-    def start(self, job_id: str, *, worker_host: str, device: str) -> bool:
-        """Mark a queued job running; False if it is no longer queued (cancelled, timed out)."""
-        return self._transition(
-            job_id,
-            (JobStatus.QUEUED,),
-            status=JobStatus.RUNNING.value,
-            started_at=now(),
-            worker_host=worker_host,
-            device=device,
+    def claim(self, job_id: str, *, worker_host: str, device: str) -> Job | None:
+        """Mark a queued job running and return it; None if it is no longer queued
+        (cancelled, timed out, or taken by another worker).
+
+        One UPDATE ... RETURNING, so a worker reads and takes its job in one round trip.
+        """
+        query = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.RUNNING.value, started_at=now(),
+                    worker_host=worker_host, device=device)
+            .returning(Job)
         )
+        with self.sessions.begin() as session:
+            return session.scalars(query).first()
 
     def finish(
         self,

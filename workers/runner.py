@@ -117,20 +117,21 @@ class Runtime:
         self.db.dispose()
 
     def run(self, job_id: str) -> None:
-        """Run one job to its end, then feed its batch's next lines if it has a batch."""
-        job = self.jobs.get(job_id)
+        """Claim and run one job, then feed its batch's next lines if it has a batch."""
+        job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device)
+        claimed = job is not None
+        if not claimed:  # cancelled, timed out or run by another worker: only its batch moves
+            job = self.jobs.get(job_id)
         try:
-            self._run(job_id, job)
+            if claimed:
+                self._run(job)
         finally:
             if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
                 self.feeder.notify(job.batch_id)
 
-    def _run(self, job_id: str, job: Job | None) -> None:
-        """Claim and run one job; never raises for the job's own failures."""
-        if job is None or not self.jobs.start(
-            job_id, worker_host=self.hostname, device=self.settings.device
-        ):
-            return  # cancelled, timed out or already run by another worker
+    def _run(self, job: Job) -> None:
+        """Run one claimed job; never raises for the job's own failures."""
+        job_id = job.id
         events = Publisher(self.redis, job_id, self.settings.result_ttl)
         events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname)
         try:
