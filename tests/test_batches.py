@@ -150,6 +150,22 @@ def test_bad_lines_are_reported_with_their_numbers_while_good_lines_run(app, cli
     assert len(batch_jobs(app, batch["id"])) == 2
 
 
+def test_a_batch_line_streams_its_text_in_few_events(app, client, worker):
+    # Batch lines publish at most one token event a second (workers.runner), so a line of
+    # 48 tokens that takes a few seconds leaves a handful of events, not one per 25 ms.
+    line = {"prompt": "Count: one, two,", "raw": True,
+            "options": {"num_predict": 48, "temperature": 0}}
+    batch = wait_for(client, post_batch(client, jsonl([line])).get_json()["id"])
+    [job] = batch_jobs(app, batch["id"])
+    text = client.get(f"/jobs/{job.id}/events").get_data(as_text=True)
+    events = [dict(x.split(": ", 1) for x in block.splitlines())
+              for block in text.strip().split("\n\n")]
+    tokens = [json.loads(e["data"])["text"] for e in events if e["event"] == "token"]
+    assert job.eval_count == 48
+    assert 1 <= len(tokens) <= 6
+    assert "".join(tokens) == job.output
+
+
 def test_two_thousand_lines_run_through_the_real_model_in_input_order(app, client, worker):
     # Raw prompts skip the chat template: a few prompt tokens each, so the run measures
     # feeding and queueing more than prefill.

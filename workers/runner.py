@@ -32,6 +32,9 @@ from workers.scheduler import ModelPool
 
 log = logging.getLogger(__name__)
 BATCH_SWEEP_SECONDS = 30
+# Batch lines stream their text at most once a second: few follow one live, and on the batch
+# path every event is CPU taken from the decode of the other lines.
+BATCH_STREAM_INTERVAL = 1.0
 
 
 class Runtime:
@@ -186,7 +189,10 @@ class Runtime:
         try:
             if self.redis.exists(cancel_key(job.id)):
                 stream.cancel()
-            for text in stream.chunks(self.settings.stream_interval):
+            interval = self.settings.stream_interval
+            if job.batch_id:
+                interval = max(interval, BATCH_STREAM_INTERVAL)
+            for text in stream.chunks(interval):
                 events.emit("token", text=text)
         finally:
             with self._streams_lock:
