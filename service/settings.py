@@ -50,10 +50,9 @@ def _parse_go_duration(text: str) -> float:
 
 
 def _interval(text: str) -> float:
-    """Seconds of a duration that must not be negative (a bare number is seconds)."""
-    seconds = float(text) if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text) else \
-        _parse_go_duration(text.strip())
-    if seconds < 0:
+    """Seconds of a duration that must not be negative (parse_duration reads it)."""
+    seconds = parse_duration(text)
+    if seconds < 0:  # parse_duration's "forever"
         raise ValueError("must be 0 or more")
     return seconds
 
