@@ -13,11 +13,10 @@ def job_store(url: str) -> JobStore:
     return JobStore(make_sessionmaker(make_engine(url)))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def jobs(request, database_url) -> JobStore:
-    if request.param == "sqlite":
-        return job_store(database_url)
-    return job_store(request.getfixturevalue("postgres_url"))
+@pytest.fixture(params=["database_url", pytest.param("postgres_url", marks=pytest.mark.postgres)])
+def jobs(request) -> JobStore:
+    """A JobStore on SQLite, and on PostgreSQL when CORRAL_TEST_DATABASE_URL points at one."""
+    return job_store(request.getfixturevalue(request.param))
 
 
 def new_job(jobs: JobStore):

@@ -122,12 +122,11 @@ class Runtime:
     def run(self, job_id: str) -> None:
         """Claim and run one job, then feed its batch's next lines if it has a batch."""
         job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device)
-        claimed = job is not None
-        if not claimed:  # cancelled, timed out or run by another worker: only its batch moves
-            job = self.jobs.get(job_id)
         try:
-            if claimed:
+            if job is not None:
                 self._run(job)
+            else:  # cancelled, timed out or run by another worker: only its batch moves
+                job = self.jobs.get(job_id)
         finally:
             if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
                 self.feeder.notify(job.batch_id)
