@@ -46,9 +46,12 @@ def test_polling_shows_the_finished_job_with_metrics(client, worker):
     assert job["position"] is None
 
 
-def test_sse_resumes_after_last_event_id_mid_stream_and_after_the_end(client, worker):
-    job_id = submit(client, prompt="Count from one to ten.", options={"num_predict": 24})
-    full = sse(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
+def test_sse_resumes_after_last_event_id_mid_stream_and_after_the_end(client, settings):
+    # Greedy, and one event per token, so there is a middle to resume from.
+    job_id = submit(client, prompt="Count from one to ten.",
+                    options={"num_predict": 24, "temperature": 0})
+    with running_worker(dataclasses.replace(settings, stream_interval=0.0)):
+        full = sse(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
     tokens = [e for e in full if e[1] == "token"]
     assert len(tokens) >= 5 and full[-1][1] == "done"
     middle = tokens[len(tokens) // 2][0]
