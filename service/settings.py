@@ -187,8 +187,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CORRAL_MAX_UPLOAD", "200MB",
              "Largest batch file /v1/files and /batches accept (larger is 413)", _size),
     Variable("CORRAL_STREAM_INTERVAL", "25ms",
-             "Shortest time between two streamed chunks of one job; the first token leaves at "
-             "once, later tokens are joined (0 = one chunk per token)", _interval),
+             "Shortest time between two streamed chunks of one job, times the sequences its "
+             "model is running; the first token leaves at once, later tokens are joined "
+             "(0 = one chunk per token)", _interval),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}

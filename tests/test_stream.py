@@ -6,11 +6,13 @@ place, so the pacing is tested on its own, and tests/test_api_ollama.py checks i
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 
+from workers.runner import BATCH_STREAM_INTERVAL, stream_pace
 from workers.stream import Completion, EngineError, Stream
 
 DONE = Completion("stop", 1, 0, 0, 0, "")
@@ -85,3 +87,45 @@ def test_an_engine_failure_is_raised_after_the_text_that_came_before_it():
         for text in stream.chunks(0.01):
             seen.append(text)
     assert seen == ["partial"]
+
+
+def test_a_callable_interval_is_asked_again_after_every_chunk():
+    """The worker passes the pace as a function of the load: a longer interval read after the
+    first chunk holds the next pieces back for that long."""
+    stream = Stream()
+    paces = itertools.chain([0.0, 0.6], itertools.repeat(0.0))
+    stream._put("a")
+    writer = write_later(0.05, lambda: stream._put("b"), 0.1, lambda: stream._put("c"),
+                         0.8, lambda: stream._put("d"), lambda: stream._end(DONE))
+    chunks, times = [], []
+    for text in stream.chunks(lambda: next(paces)):
+        chunks.append(text)
+        times.append(time.monotonic())
+    writer.join()
+    assert chunks[:2] == ["a", "b"]  # pace 0 after "a": "b" left alone as it came
+    assert "".join(chunks) == "abcd"
+    assert times[2] - times[1] >= 0.55  # after "b" the pace was 0.6 s: "c" waited for it
+
+
+class Running:
+    """An engine as stream_pace sees it: only how many sequences it runs."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def active(self) -> int:
+        return self.n
+
+
+def test_the_pace_grows_with_the_sequences_the_engine_runs():
+    engine = Running(0)
+    pace = stream_pace(0.025, engine, batch=False)
+    assert pace() == pytest.approx(0.025)  # an idle engine (a job just ended) counts as one
+    engine.n = 4
+    assert pace() == pytest.approx(0.1)  # read at each call: the pace follows the load
+    assert stream_pace(0.0, engine, batch=False)() == 0.0  # 0 still streams every token
+
+
+def test_batch_lines_are_paced_at_least_once_a_second():
+    assert stream_pace(0.025, Running(8), batch=True)() == pytest.approx(BATCH_STREAM_INTERVAL)
+    assert stream_pace(0.3, Running(8), batch=True)() == pytest.approx(2.4)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +61,14 @@ class Stream:
         if self.error is not None:
             raise EngineError(self.error)
 
-    def chunks(self, interval: float) -> Iterator[str]:
+    def chunks(self, interval: float | Callable[[], float]) -> Iterator[str]:
         """Yield the text joined into chunks at most one per `interval` seconds.
 
         The first piece leaves at once; after each chunk the reader sleeps until `interval` has
-        passed (or the sequence ends), then takes every piece that arrived meanwhile.
+        passed (or the sequence ends), then takes every piece that arrived meanwhile. A callable
+        `interval` is asked again after every chunk, so the pace can follow the load.
         """
+        pace = interval if callable(interval) else lambda: interval
         while not self._ended:
             pieces = [self._queue.get()]
             started = time.monotonic()
@@ -77,8 +79,9 @@ class Stream:
                 pieces.pop()
             if pieces:
                 yield "".join(pieces)
-            if not self._ended and interval > 0:
-                self._finished.wait(interval - (time.monotonic() - started))
+            wait = pace() if not self._ended else 0.0
+            if wait > 0:
+                self._finished.wait(wait - (time.monotonic() - started))
         if self.error is not None:
             raise EngineError(self.error)
 
