@@ -186,7 +186,7 @@ VARIABLES: tuple[Variable, ...] = (
              _positive_int),
     Variable("CORRAL_MAX_UPLOAD", "200MB",
              "Largest batch file /v1/files and /batches accept (larger is 413)", _size),
-    Variable("CORRAL_STREAM_INTERVAL", "25ms",
+    Variable("CORRAL_STREAM_INTERVAL", "50ms",
              "Shortest time between two streamed chunks of one job, times the sequences its "
              "model is running; the first token leaves at once, later tokens are joined "
              "(0 = one chunk per token)", _interval),
@@ -221,7 +221,7 @@ class Settings:
     hf_endpoint: str = "https://huggingface.co"
     batch_window: int = 64
     max_upload: int = 200_000_000
-    stream_interval: float = 0.025
+    stream_interval: float = 0.05
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

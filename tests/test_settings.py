@@ -47,7 +47,7 @@ def test_bad_value_names_the_variable(name, value):
 @pytest.mark.parametrize(("text", "seconds"), [("25ms", 0.025), ("0", 0.0), ("0.1", 0.1),
                                                 ("1s", 1.0)])
 def test_stream_interval_is_a_duration_in_seconds(text, seconds):
-    assert Settings.from_env({}).stream_interval == pytest.approx(0.025)
+    assert Settings.from_env({}).stream_interval == pytest.approx(0.05)
     value = Settings.from_env({"CORRAL_STREAM_INTERVAL": text}).stream_interval
     assert value == pytest.approx(seconds)
 

@@ -251,9 +251,12 @@ def stream_pace(base: float, engine, batch: bool) -> Callable[[], float]:
     Each event costs a wake-up of the job's thread, of Redis, of the API thread and of the
     client, and on a machine whose cores all decode, each of those takes CPU from the decode.
     Scaled by the load, an engine publishes about one event per interval however many
-    sequences it runs. Paired runs on 2 cores at concurrency 4: a fixed 100 ms against a fixed
-    25 ms gave +7 % tokens/s over 8 rounds; this pace against a fixed 25 ms, +6 % over 12
-    rounds (ahead in 9) and even over 6 more.
+    sequences it runs. Paired runs on 2 cores (interleaved rounds, tokens/s): at concurrency 4,
+    a fixed 100 ms beat a fixed 25 ms by 7 % over 8 rounds, and this pace beat a fixed 25 ms
+    by 6 % over 12 rounds (ahead in 9); a 50 ms base beat 25 ms by 3.5 % at concurrency 1
+    over 11 rounds (ahead in 9) and by 4 % at concurrency 4 over 5 (ahead in 3). A 4-sequence
+    decode step in the worker took 3 % longer than in a bare process when only the first
+    token was published, and 12 % longer with one event per 100 ms per stream.
     """
     floor = BATCH_STREAM_INTERVAL if batch else 0.0
     return lambda: max(floor, base * max(1, engine.active()))
