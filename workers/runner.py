@@ -28,7 +28,7 @@ from workers.embed import run_embed
 from workers.heartbeat import Heartbeat
 from workers.prompt import build_options, build_prompt
 from workers.pull import run_pull
-from workers.scheduler import ModelPool
+from workers.scheduler import LoadedEngine, ModelPool
 
 log = logging.getLogger(__name__)
 BATCH_SWEEP_SECONDS = 30
@@ -244,7 +244,7 @@ HANDLERS["embed"] = run_embed
 HANDLERS["pull"] = run_pull
 
 
-def stream_pace(base: float, engine, batch: bool) -> Callable[[], float]:
+def stream_pace(base: float, engine: LoadedEngine, batch: bool) -> Callable[[], float]:
     """The time between two text events of a job: CORRAL_STREAM_INTERVAL (`base`) times the
     sequences its engine is running; batch lines wait at least BATCH_STREAM_INTERVAL.
 
