@@ -1,4 +1,5 @@
-"""Stream: the reader's side of one sequence, paced into chunks (workers/stream.py).
+"""Stream: the reader's side of one sequence, paced into chunks (workers/stream.py), and the
+pace the runner gives it (workers.runner.stream_pace).
 
 The engine's decode thread is the only writer of a Stream; here a plain thread writes in its
 place, so the pacing is tested on its own, and tests/test_api_ollama.py checks it end to end.
