@@ -70,8 +70,8 @@ def test_sse_follows_a_running_job_live(client, worker):
     events = sse(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
     assert events[0][1] == "status" and events[-1][1] == "done"
     tokens = [e[2]["text"] for e in events if e[1] == "token"]
-    # Tokens come in chunks of CORRAL_STREAM_INTERVAL (the first alone), never more chunks
-    # than tokens, and together they are the job's output.
+    # Tokens come in chunks paced by CORRAL_STREAM_INTERVAL (the first alone), never more
+    # chunks than tokens, and together they are the job's output.
     assert 1 < len(tokens) <= events[-1][2]["eval_count"]
     assert "".join(tokens) == client.get(f"/jobs/{job_id}").get_json()["output"]
 

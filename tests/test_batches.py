@@ -151,8 +151,9 @@ def test_bad_lines_are_reported_with_their_numbers_while_good_lines_run(app, cli
 
 
 def test_a_batch_line_streams_its_text_in_few_events(app, client, worker):
-    # Batch lines publish at most one token event a second (workers.runner), so a line of
-    # 48 tokens that takes a few seconds leaves a handful of events, not one per 25 ms.
+    # Batch lines publish at most one token event a second (workers.runner.stream_pace), so a
+    # line of 48 tokens that takes a few seconds leaves a handful of events, not one per
+    # CORRAL_STREAM_INTERVAL.
     line = {"prompt": "Count: one, two,", "raw": True,
             "options": {"num_predict": 48, "temperature": 0}}
     batch = wait_for(client, post_batch(client, jsonl([line])).get_json()["id"])
