@@ -36,7 +36,6 @@ class LlamaSingle:
                              verbose=False)
         finally:
             llama_cpp.llama_model_default_params = plain
-        self.send(PROMPTS[0])  # warm up
 
     def send(self, prompt: str) -> Sample:
         """Run the whole completion on the compute thread, where corral's engines decode too:
@@ -64,8 +63,6 @@ class EngineInProcess:
         self.engine = Engine(model, n_parallel=n_parallel, n_ctx_per_seq=n_ctx,
                              n_threads=threads)
         self.prompts = {p: self.engine.tokenize(p) for p in PROMPTS}
-        self.engine.submit(self.prompts[PROMPTS[0]], Options(temperature=0, num_predict=8)
-                           ).result()  # warm up
 
     def send(self, prompt: str) -> Sample:
         sample = Sample(sent=time.perf_counter())

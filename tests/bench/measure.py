@@ -8,7 +8,8 @@ the first generated text arrives, `last` at the last one, `tokens` as the system
 - per-request tokens/s: each request's (tokens - 1) / (last - first), the decode rate a reader of
   one stream sees, averaged over requests;
 - each level runs ROUNDS times, interleaved with the other systems; throughput is the best
-  round's, time to first token pools all rounds.
+  round's, time to first token pools all rounds. Before round 1 every system decodes each prompt
+  once, so all start with the same caches (corral's and llama-server's prefix caches included).
 - time to first token: first - sent, p50 and p95.
 """
 

@@ -31,6 +31,7 @@ from cli.report import table as report_table
 from tests.bench import inprocess
 from tests.bench.measure import (
     N_PREDICT,
+    PROMPTS,
     ROUNDS,
     Level,
     Sample,
@@ -68,6 +69,12 @@ class System:
     send: Callable[[str], Sample]
     levels: tuple[int, ...]
     rounds: dict[int, list[list[Sample]]] = field(default_factory=dict)
+
+    def warm_up(self) -> None:
+        """Decode every prompt once, so that every system starts round 1 with the same caches:
+        prefix caches hold the prompts, and no first-call set-up is timed."""
+        say(f"  {self.name}, warming up")
+        closed_loop(self.send, 1, len(PROMPTS))
 
     def measure(self) -> None:
         """Run one round of every level."""
@@ -145,6 +152,8 @@ def measure_all(model: str, args: argparse.Namespace, threads: int
             peer = LlamaServer(binary, model, 4, threads, args.ctx)
             stack.callback(peer.stop)
             systems.append(System(PEER, peer.send, (1, 2, 4)))
+        for system in systems:
+            system.warm_up()
         for round_no in range(1, ROUNDS + 1):
             say(f"round {round_no} of {ROUNDS}")
             for system in systems:

@@ -150,7 +150,6 @@ class LlamaServer:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         _wait_http(f"http://127.0.0.1:{self.port}/health", self.process, None, 60)
-        self.send(" Hello")  # warm up
 
     def send(self, prompt: str) -> Sample:
         """One streamed /completion, greedy, N_PREDICT tokens."""
