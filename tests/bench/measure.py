@@ -8,8 +8,9 @@ the first generated text arrives, `last` at the last one, `tokens` as the system
 - per-request tokens/s: each request's (tokens - 1) / (last - first), the decode rate a reader of
   one stream sees, averaged over requests;
 - each level runs ROUNDS times, interleaved with the other systems; throughput is the best
-  round's, time to first token pools all rounds. Before round 1 every system decodes each prompt
-  once, so all start with the same caches (corral's and llama-server's prefix caches included).
+  round's (the median round's is kept beside it, a steadier figure on a noisy machine), time to
+  first token pools all rounds. Before round 1 every system decodes each prompt once, so all
+  start with the same caches (corral's and llama-server's prefix caches included).
 - time to first token: first - sent, p50 and p95.
 """
 
@@ -73,6 +74,7 @@ class Level:
     tokens_mean: float
     tokens_min: int
     aggregate_tps: float
+    median_tps: float
     request_tps: float
     ttft_p50_ms: float
     ttft_p95_ms: float
@@ -105,6 +107,7 @@ def summarise(system: str, concurrency: int, rounds: list[list[Sample]]) -> Leve
         tokens_mean=float(np.mean(tokens)),
         tokens_min=int(min(tokens)),
         aggregate_tps=_aggregate(best),
+        median_tps=float(np.median([_aggregate(r) for r in good_rounds if r])),
         request_tps=float(np.mean(rates)) if rates else 0.0,
         ttft_p50_ms=float(np.percentile(ttft, 50)),
         ttft_p95_ms=float(np.percentile(ttft, 95)),
