@@ -380,6 +380,21 @@ def test_a_new_chat_sharing_a_system_prompt_copies_it_instead_of_taking_a_chats_
     assert cache.plan([7, 7, 7], free=[2], busy={}) == Plan(2, 2, 2)  # the last is re-evaluated
 
 
+def test_a_repeated_prompt_takes_the_id_holding_it_and_keeps_the_other_caches() -> None:
+    prompt_a, answer_a, prompt_b, answer_b = [1, 2, 3], [4, 5], [6, 7, 8], [9]
+    cache = PrefixCache(2)
+    cache.released(1, prompt_b + answer_b)  # least recently used
+    cache.released(0, prompt_a + answer_a)
+    # Copying A's prefix into the least recently used id would wipe B's cache; taking A's own id
+    # loses only A's old answer.
+    assert cache.plan(prompt_a, free=[0, 1], busy={}) == Plan(0, 0, len(prompt_a) - 1)
+    cache.taken(0)
+    assert cache.plan(prompt_b, free=[1], busy={0: prompt_a}) == Plan(1, 1, len(prompt_b) - 1)
+    # A prompt that goes on past a cache is not a repeat: it takes an id and copies the prefix.
+    cache.released(0, prompt_a + answer_a)
+    assert cache.plan(prompt_a + [30], free=[0, 1], busy={}) == Plan(1, 0, len(prompt_a))
+
+
 def test_without_copies_a_prompt_takes_its_longest_match_and_disabled_reuses_nothing() -> None:
     cache = PrefixCache(2, can_copy=False)
     cache.released(0, [1, 2, 3])

@@ -9,8 +9,12 @@ chats share a system prompt: without copies, a new chat would take the id holdin
 history (its longest match) and wipe it.
 
 Choice of id, in order: an idle id whose whole cache the prompt extends (nothing is lost); else
-an id with no cache; else the least recently used idle id. Pure bookkeeping: the engine applies the
-plan to llama.cpp's memory.
+an idle id whose cache holds the whole prompt (the same prompt again: a regenerated answer, a
+repeated bulk prompt; only the old answer is lost); else an id with no cache; else the least
+recently used idle id. Without the second rule a repeated prompt copied its prefix into the least
+recently used id, wiping a cache that was likely to be asked for next: eight prompts cycling over
+eight ids then missed the cache on most turns. Pure bookkeeping: the engine applies the plan to
+llama.cpp's memory.
 """
 
 from __future__ import annotations
@@ -49,13 +53,18 @@ class PrefixCache:
             seq_id = min(free, key=lambda i: self._last_used[i])
             return Plan(seq_id, seq_id, 0)
         limit = len(prompt) - 1
-        reuse = {i: min(common_prefix(self.tokens[i], prompt), limit) for i in free}
+        common = {i: common_prefix(self.tokens[i], prompt) for i in free}
+        reuse = {i: min(n, limit) for i, n in common.items()}
         if not self.can_copy:
             seq_id = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
             return Plan(seq_id, seq_id, reuse[seq_id])
         extended = [i for i in free if self.tokens[i] and reuse[i] == len(self.tokens[i])]
         if extended:
             seq_id = max(extended, key=lambda i: reuse[i])
+            return Plan(seq_id, seq_id, reuse[seq_id])
+        repeated = [i for i in free if common[i] == len(prompt)]
+        if repeated:  # the shortest such cache: the least is lost
+            seq_id = min(repeated, key=lambda i: len(self.tokens[i]))
             return Plan(seq_id, seq_id, reuse[seq_id])
         seq_id = min(free, key=lambda i: (bool(self.tokens[i]), self._last_used[i]))
         for i, held in busy.items():
