@@ -96,7 +96,8 @@ def summarise(system: str, concurrency: int, rounds: list[list[Sample]]) -> Leve
     if not good:
         errors = sorted({s.error or "no tokens" for r in rounds for s in r})
         raise RuntimeError(f"{system} at concurrency {concurrency}: every request failed: {errors}")
-    best = max((r for r in good_rounds if r), key=_aggregate)
+    per_round = [(_aggregate(r), r) for r in good_rounds if r]  # (tok/s, samples)
+    best_tps, best = max(per_round, key=lambda pair: pair[0])
     rates = [(s.tokens - 1) / (s.last - s.first) for s in best if s.tokens > 1 and s.last > s.first]
     ttft = [(s.first - s.sent) * 1000 for s in good]
     tokens = [s.tokens for s in good]
@@ -106,13 +107,13 @@ def summarise(system: str, concurrency: int, rounds: list[list[Sample]]) -> Leve
         requests=len(good),
         tokens_mean=float(np.mean(tokens)),
         tokens_min=int(min(tokens)),
-        aggregate_tps=_aggregate(best),
-        median_tps=float(np.median([_aggregate(r) for r in good_rounds if r])),
+        aggregate_tps=best_tps,
+        median_tps=float(np.median([tps for tps, _ in per_round])),
         request_tps=float(np.mean(rates)) if rates else 0.0,
         ttft_p50_ms=float(np.percentile(ttft, 50)),
         ttft_p95_ms=float(np.percentile(ttft, 95)),
         errors=sum(len(r) for r in rounds) - len(good),
-        notes={"rounds_aggregate_tps": [round(_aggregate(r), 1) for r in good_rounds if r]},
+        notes={"rounds_aggregate_tps": [round(tps, 1) for tps, _ in per_round]},
     )
 
 
