@@ -152,12 +152,16 @@ def closed_loop(send: Callable[[str], Sample], concurrency: int, n_requests: int
     return in_threads(send, prompts, concurrency)
 
 
-ROUNDS = 3  # every system at every level, interleaved, so slow drift hits all alike
+# Every system at every level, interleaved, so slow drift hits all alike. On a 2-core VM one
+# level's rounds differ by up to a quarter, and with 3 rounds of 4 requests the c=4 verdict
+# against llama-server flipped between runs of the same code (1.13x, 0.97x, 0.93x).
+ROUNDS = 5
 
 
 def requests_for(concurrency: int) -> int:
-    """Requests per level and round: two for every client, and at least four."""
-    return max(4, 2 * concurrency)
+    """Requests per level and round: two for every client, and every prompt at least once, so
+    that no round's figures hang on which prompts it drew or on its first (colder) request."""
+    return max(len(PROMPTS), 2 * concurrency)
 
 
 def busy_cpu_share(seconds: float = 1.0) -> float:

@@ -76,11 +76,11 @@ class System:
         say(f"  {self.name}, warming up")
         closed_loop(self.send, 1, len(PROMPTS))
 
-    def measure(self) -> None:
-        """Run one round of every level."""
-        for c in self.levels:
-            say(f"  {self.name}, concurrency {c}")
-            self.rounds.setdefault(c, []).append(closed_loop(self.send, c, requests_for(c)))
+    def measure(self, concurrency: int) -> None:
+        """Run one round of one level."""
+        say(f"  {self.name}, concurrency {concurrency}")
+        self.rounds.setdefault(concurrency, []).append(
+            closed_loop(self.send, concurrency, requests_for(concurrency)))
 
     def summaries(self) -> list[Level]:
         return [summarise(self.name, c, rounds) for c, rounds in self.rounds.items()]
@@ -156,10 +156,23 @@ def measure_all(model: str, args: argparse.Namespace, threads: int
             system.warm_up()
         for round_no in range(1, ROUNDS + 1):
             say(f"round {round_no} of {ROUNDS}")
-            for system in systems:
-                system.measure()
+            run_round(systems, reverse=round_no % 2 == 0)
         extra.update(corral_extras(corral, model, not args.no_jobs_bench))
     return [level for system in systems for level in system.summaries()], extra
+
+
+def run_round(systems: list[System], reverse: bool) -> None:
+    """One round: each level in turn, run by every system that has it, back to back.
+
+    Systems compared at one level thus run seconds apart, not a whole system's levels apart,
+    and drift on this VM (rounds of one level differ by up to a quarter) hits them alike.
+    Every other round reverses the order, so no system always follows the same one.
+    """
+    order = systems[::-1] if reverse else systems
+    for concurrency in LEVELS:
+        for system in order:
+            if concurrency in system.levels:
+                system.measure(concurrency)
 
 
 def find(levels: list[Level], system: str, concurrency: int) -> Level | None:
@@ -196,6 +209,21 @@ def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
         False, "ms")
     add("worker RSS - (model + KV cache)", memory["rss_mb"] - memory["loaded_mb"]
         if memory.get("worker_pid") else None, 200.0, False, "MB")
+    return out
+
+
+def scaling(levels: list[Level]) -> list[dict[str, Any]]:
+    """Each system's c=4 / c=1 aggregate tok/s (best rounds and median rounds).
+
+    The target asks corral for 1.5x; the in-process Engine and llama-server, measured in the
+    same run, show how much batching four sequences gains on this machine at all.
+    """
+    out = []
+    for system in sorted({x.system for x in levels}, key=_order):
+        one, four = find(levels, system, 1), find(levels, system, 4)
+        if one and four:
+            out.append({"system": system, "best": four.aggregate_tps / one.aggregate_tps,
+                        "median": four.median_tps / one.median_tps})
     return out
 
 
@@ -264,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\n{Path(model).name}, {threads} threads, {N_PREDICT} tokens/request, greedy, "
           f"same raw prompts; corral CORRAL_NUM_PARALLEL={args.np}, {args.ctx} ctx/sequence; "
-          f"tok/s from the best of {ROUNDS} interleaved rounds, TTFT over all rounds\n")
+          f"tok/s from the best of {ROUNDS} interleaved rounds (median beside it), TTFT over all "
+          f"rounds\n")
     print_table(levels)
     goals = targets(levels, extra["memory"])
     print("\ntargets")
@@ -276,6 +305,10 @@ def main(argv: list[str] | None = None) -> None:
         median = "" if median is None else f"  (median rounds: {median:.2f}x)"
         print(f"  {t['target']:68} {value:>9}  (goal {sign} {t['goal']:g}{t['unit']})  {verdict}"
               + median)
+    ratios = scaling(levels)
+    print("\nc=4 / c=1 aggregate tok/s of each system, best rounds (median rounds):")
+    for r in ratios:
+        print(f"  {r['system']:68} {r['best']:.2f}x ({r['median']:.2f}x)")
     mem = extra["memory"]
     print(f"\nworker RSS {mem['rss_mb']:.0f} MB (peak {mem['peak_rss_mb']:.0f}); model "
           f"{mem['model_mb']:.0f} MB + KV {mem['kv_mb']:.0f} MB + 200 = "
@@ -292,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         "corral_num_parallel": args.np, "ctx_per_sequence": args.ctx,
         "cpu_busy_before": busy, "machine": platform.platform(),
         "seconds": time.monotonic() - started,
-        "levels": [x.to_dict() for x in levels], "targets": goals, **extra,
+        "levels": [x.to_dict() for x in levels], "targets": goals, "scaling": ratios,
+        **extra,
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     try:
