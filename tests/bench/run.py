@@ -165,8 +165,8 @@ def run_round(systems: list[System], reverse: bool) -> None:
     """One round: each level in turn, run by every system that has it, back to back.
 
     Systems compared at one level thus run seconds apart, not a whole system's levels apart,
-    and drift on this VM (rounds of one level differ by up to a quarter) hits them alike.
-    Every other round reverses the order, so no system always follows the same one.
+    and slow drift hits them alike. Every other round reverses the order, so no system always
+    follows the same one.
     """
     order = systems[::-1] if reverse else systems
     for concurrency in LEVELS:
@@ -187,28 +187,27 @@ def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
     engine1 = find(levels, ENGINE, 1)
     out = []
 
-    def add(name: str, value: float | None, goal: float, higher: bool, unit: str,
-            median: float | None = None) -> None:
+    def add(name: str, value: float | None, median: float | None = None, *, goal: float,
+            higher: bool, unit: str) -> None:
         met = None if value is None else (value >= goal if higher else value <= goal)
         out.append({"target": name, "value": value, "goal": goal, "met": met, "unit": unit,
                     "median_rounds": median})
 
     def add_ratio(name: str, a: Level | None, b: Level | None, goal: float) -> None:
-        """a / b in aggregate tok/s: of the best rounds (the verdict) and of the median ones."""
+        """a / b: the best rounds' ratio is the verdict, the median rounds' is shown beside it."""
         if a is None or b is None:
-            add(name, None, goal, True, "x")
+            add(name, None, goal=goal, higher=True, unit="x")
         else:
-            add(name, a.aggregate_tps / b.aggregate_tps, goal, True, "x",
-                a.median_tps / b.median_tps)
+            add(name, *ratio(a, b), goal=goal, higher=True, unit="x")
 
     add_ratio("c=1: corral / llama-cpp-python single, aggregate tok/s", corral1, llama1, 0.95)
     add_ratio("c=4: corral aggregate / corral c=1 aggregate", corral4, corral1, 1.5)
     add_ratio("c=4: corral aggregate / llama-server -np 4 aggregate", corral4, peer4, 1.0)
     add("c=1: TTFT p50 added by the queue (corral serve - Engine in process)",
-        corral1.ttft_p50_ms - engine1.ttft_p50_ms if corral1 and engine1 else None, 10.0,
-        False, "ms")
+        corral1.ttft_p50_ms - engine1.ttft_p50_ms if corral1 and engine1 else None,
+        goal=10.0, higher=False, unit="ms")
     add("worker RSS - (model + KV cache)", memory["rss_mb"] - memory["loaded_mb"]
-        if memory.get("worker_pid") else None, 200.0, False, "MB")
+        if memory.get("worker_pid") else None, goal=200.0, higher=False, unit="MB")
     return out
 
 
@@ -222,9 +221,14 @@ def scaling(levels: list[Level]) -> list[dict[str, Any]]:
     for system in sorted({x.system for x in levels}, key=_order):
         one, four = find(levels, system, 1), find(levels, system, 4)
         if one and four:
-            out.append({"system": system, "best": four.aggregate_tps / one.aggregate_tps,
-                        "median": four.median_tps / one.median_tps})
+            best, median = ratio(four, one)
+            out.append({"system": system, "best": best, "median": median})
     return out
+
+
+def ratio(a: Level, b: Level) -> tuple[float, float]:
+    """a / b in aggregate tok/s, of the best rounds and of the median rounds."""
+    return a.aggregate_tps / b.aggregate_tps, a.median_tps / b.median_tps
 
 
 def print_table(levels: list[Level]) -> None:
