@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 class APIError(click.ClickException):

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from cli.batch import throughput_line, wall_seconds
-from service.settings import Settings
+from service.core.settings import Settings
 
 DEFAULT_MODEL = "smollm2:135m"
 

@@ -10,7 +10,7 @@ from cli.models import copy, create, list_models, ps, pull, remove, show, stop
 from cli.report import report
 from cli.run import run
 from cli.serve import env_command, serve, worker
-from service import __version__
+from service.core.version import __version__
 
 
 @click.group()

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from cli.client import Client
-from service.errors import InvalidRequest
-from service.modelfile import parse_modelfile
+from service.core.errors import InvalidRequest
+from service.models.modelfile import parse_modelfile
 
 
 def _sha256(path: Path) -> str:

@@ -11,8 +11,8 @@ import click
 
 from cli.client import APIError, Client
 from cli.models import describe
-from service.errors import InvalidRequest
-from service.modelfile import parse_modelfile
+from service.core.errors import InvalidRequest
+from service.models.modelfile import parse_modelfile
 
 HELP = """Available Commands:
   /set parameter NAME VALUE   Set a parameter (e.g. temperature, num_predict)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from service.embedded_redis import EmbeddedRedis
-from service.errors import SettingsError
-from service.queue import consumed_queues
-from service.settings import Settings, describe
+from service.core.errors import SettingsError
+from service.core.redis_server import EmbeddedRedis
+from service.core.settings import Settings, describe
+from service.jobs.queue import consumed_queues
 
 
 def load_settings() -> Settings:
@@ -90,7 +90,7 @@ def worker_command(queues: str) -> list[str]:
 @click.option("--no-worker", is_flag=True, help="Run only the API (and embedded Redis).")
 def serve(no_worker: bool) -> None:
     """Start corral: embedded Redis (unless CORRAL_REDIS_URL), the API and one worker."""
-    from service.db import upgrade
+    from service.core.db import upgrade
 
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -1,1 +1,1 @@
-"""Alembic migrations of corral's job history; run through `service.db.upgrade`."""
+"""Alembic migrations of corral's job history; run through `service.core.db.upgrade`."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the URL that service.db put in the config."""
+"""Alembic environment: runs migrations on the URL that service.core.db put in the config."""
 
 from alembic import context
 from sqlalchemy import create_engine, pool

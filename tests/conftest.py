@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.db import upgrade
-from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
-from service.store import ModelStore
+from service.core.db import upgrade
+from service.core.redis_server import EmbeddedRedis
+from service.core.settings import Settings
+from service.models.store import ModelStore
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -124,7 +124,7 @@ def settings(corral_home: Path, redis_url: str, database_url: str, models_dir: P
 
 @pytest.fixture
 def app(settings: Settings):
-    from service.app import create_app
+    from service.http.app import create_app
 
     app = create_app({"TESTING": True}, settings=settings)
     yield app

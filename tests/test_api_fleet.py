@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.store import ModelStore
+from service.models.store import ModelStore
 from tests.conftest import running_worker
 from tests.test_pull import TEMPLATE
 
@@ -38,7 +38,7 @@ def fleet_settings(settings, tmp_path, loopback):
 
 @pytest.fixture
 def fapp(fleet_settings):
-    from service.app import create_app
+    from service.http.app import create_app
 
     app = create_app({"TESTING": True}, settings=fleet_settings)
     yield app

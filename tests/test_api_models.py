@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.store import MEDIA, ModelStore
+from service.models.store import MEDIA, ModelStore
 from tests.conftest import running_worker
 from tests.test_store import OLLAMA_TEMPLATE, assert_ollama_reads, make_ollama_store, tiny
 
@@ -33,7 +33,7 @@ def writable(settings, tmp_path, model_file):
 
 @pytest.fixture
 def mapp(writable):
-    from service.app import create_app
+    from service.http.app import create_app
 
     app = create_app({"TESTING": True}, settings=writable)
     yield app
@@ -206,7 +206,7 @@ def test_unknown_model_is_404(mclient, method, path, body):
 
 def test_an_ollama_model_folder_is_listed_shown_and_run_unchanged(settings, tmp_path,
                                                                   model_file):
-    from service.app import create_app
+    from service.http.app import create_app
 
     root = tmp_path / "ollama" / "models"
     make_ollama_store(root, model_file)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from service.jobs import JobStatus
-from service.store import ModelStore
+from service.jobs.records import JobStatus
+from service.models.store import ModelStore
 from tests.conftest import running_worker
 
 GREEDY = {"temperature": 0, "num_predict": 12}
@@ -135,7 +135,7 @@ def two_models(models_dir, tmp_path, model_file):
 
 @pytest.mark.parametrize("max_loaded", [1, 2])
 def test_max_loaded_models_evicts_least_recently_used(settings, two_models, max_loaded):
-    from service.app import create_app
+    from service.http.app import create_app
 
     settings = dataclasses.replace(settings, models=two_models, max_loaded_models=max_loaded)
     app = create_app({"TESTING": True}, settings=settings)
@@ -179,7 +179,7 @@ def test_malformed_json_is_400(client):
 
 
 def test_no_worker_in_time_is_503_and_the_job_failed(settings):
-    from service.app import create_app
+    from service.http.app import create_app
 
     app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, load_timeout=0.5))
     res = app.test_client().post("/api/generate", json={"model": "smollm2:135m", "prompt": "x"})
@@ -191,7 +191,7 @@ def test_no_worker_in_time_is_503_and_the_job_failed(settings):
 
 def test_model_that_fails_to_load_fails_the_job_with_the_loaders_message(
         settings, tmp_path, model_file):
-    from service.app import create_app
+    from service.http.app import create_app
 
     truncated = tmp_path / "truncated.gguf"
     with model_file.open("rb") as src:
@@ -240,8 +240,8 @@ def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker
 
 @pytest.mark.postgres
 def test_the_queue_path_records_jobs_in_postgresql(settings, postgres_url):
-    from service.app import create_app
-    from service.db import upgrade
+    from service.core.db import upgrade
+    from service.http.app import create_app
 
     upgrade(postgres_url)
     settings = dataclasses.replace(settings, database_url=postgres_url)

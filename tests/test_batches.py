@@ -16,10 +16,11 @@ from sqlalchemy import func, select, update
 from werkzeug.serving import make_server
 
 from cli.main import cli
-from service.api.batches import parse_line
-from service.app import create_app
-from service.batches import Batch, BatchLine, BatchStore, LineSpec
-from service.jobs import Job, JobKind
+from service.batches.store import Batch, BatchLine, BatchStore, LineSpec
+from service.http.app import create_app
+from service.http.batch_lines import parse_line
+from service.jobs.kinds import JobKind
+from service.jobs.records import Job
 from tests.conftest import running_worker
 
 MODEL = "smollm2:135m"
@@ -151,7 +152,7 @@ def test_bad_lines_are_reported_with_their_numbers_while_good_lines_run(app, cli
 
 
 def test_a_batch_line_streams_its_text_in_few_events(app, client, worker):
-    # Batch lines publish at most one token event a second (workers.runner.stream_pace), so a
+    # Batch lines publish at most one token event a second (generate.stream_pace), so a
     # line of 48 tokens that takes a few seconds leaves a handful of events, not one per
     # CORRAL_STREAM_INTERVAL.
     # A raw opening the model continues past 48 tokens (greedy): one that ended sooner on

@@ -15,7 +15,7 @@ import time
 import pytest
 from werkzeug.serving import make_server
 
-from service.store import ModelStore
+from service.models.store import ModelStore
 from tests.conftest import running_worker
 
 MODEL = "smollm2:135m"
@@ -58,7 +58,7 @@ class Terminal:
 @pytest.fixture
 def served(settings, tmp_path, model_file):
     """The API on a loopback port with one real worker, over a store this test may write."""
-    from service.app import create_app
+    from service.http.app import create_app
 
     store = ModelStore(tmp_path / "models")
     store.create(MODEL, store.import_file(model_file))

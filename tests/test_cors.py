@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from service.app import create_app
+from service.http.app import create_app
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import running_worker
-from workers.scheduler import ModelPool
+from workers.model_pool import ModelPool
 
 MODEL = "smollm2:135m"
 CAT = "The cat sat on the mat."
@@ -78,7 +78,7 @@ def test_keep_alive_zero_unloads_and_embed_has_its_own_pool_entry(client, worker
 
 
 def test_truncate_false_refuses_an_input_longer_than_the_context(settings):
-    from service.app import create_app
+    from service.http.app import create_app
 
     settings = dataclasses.replace(settings, num_ctx=32)
     app = create_app({"TESTING": True}, settings=settings)

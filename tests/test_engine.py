@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from service.events import Subscriber
+from service.jobs.events import Subscriber
 from workers.detok import TextAssembler
 from workers.engine import Engine, EngineError, GrammarError, ModelLoadError, Options, Stream
 from workers.prefix_cache import Plan, PrefixCache

@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from service.events import Publisher, Subscriber, log_key
+from service.jobs.events import Publisher, Subscriber, log_key
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service import gguf
+from service.models import gguf
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.db import make_engine, make_sessionmaker, upgrade
-from service.jobs import JobKind, JobStatus, JobStore
+from service.core.db import make_engine, make_sessionmaker, upgrade
+from service.jobs.kinds import JobKind
+from service.jobs.records import JobStatus, JobStore
 
 
 def job_store(url: str) -> JobStore:

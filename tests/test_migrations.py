@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from service.db import downgrade, upgrade
+from service.core.db import downgrade, upgrade
 
 COLUMNS = {
     "id", "kind", "model", "status", "queue", "priority", "batch_id", "request", "output", "error",
@@ -46,7 +46,7 @@ def test_migrate_blank_sqlite(tmp_path):
 
 
 def test_sqlite_uses_wal(tmp_path):
-    from service.db import make_engine
+    from service.core.db import make_engine
 
     url = f"sqlite:///{tmp_path / 'wal.db'}"
     upgrade(url)

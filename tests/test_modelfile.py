@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import InvalidRequest
-from service.modelfile import PARAMETER_TYPES, Modelfile, coerce_options, parse_modelfile
+from service.core.errors import InvalidRequest
+from service.models.modelfile import PARAMETER_TYPES, Modelfile, coerce_options, parse_modelfile
 
 SMOLLM2_MODELFILE = '''# A Modelfile like the one `ollama show smollm2 --modelfile` prints
 FROM smollm2:135m

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import InvalidRequest
-from service.names import ModelName, name_from_manifest_path, parse_name
+from service.core.errors import InvalidRequest
+from service.models.names import ModelName, name_from_manifest_path, parse_name
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.conftest import openai_client
 
 MODEL = "smollm2:135m"

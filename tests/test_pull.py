@@ -1,4 +1,4 @@
-"""Pulling into the store (service.registry), against a registry, Hub and file server the
+"""Pulling into the store (service.models.registry), against a registry, Hub and file server the
 tests run on loopback: progress as Ollama reports it, resume, refusal, and a store that is
 as it was after every failure. The Ollama-registry tests move the real SmolLM2 blob."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import CorralError, InvalidRequest, NotFound
-from service.registry import Endpoints, pull
-from service.store import ModelStore
+from service.core.errors import CorralError, InvalidRequest, NotFound
+from service.models.registry import Endpoints, pull
+from service.models.store import ModelStore
 from tests.registry_server import Loopback, sha256_of
 from tests.test_gguf import STRING, U32, write_gguf
 
@@ -153,8 +153,8 @@ def test_full_disk_is_reported_and_the_next_pull_resumes(
     root = tmp_path / "models"
     script = textwrap.dedent(f"""
         import resource, signal
-        from service.registry import Endpoints, pull
-        from service.store import ModelStore
+        from service.models.registry import Endpoints, pull
+        from service.models.store import ModelStore
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({20 << 20}, {20 << 20}))
         pull("smollm2:135m", ModelStore({str(root)!r}), lambda update: None, insecure=True,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cli.report import plot, table
-from service.jobs import Job
-from service.report import Run, concurrency_levels, percentile, report
+from service.jobs.records import Job
+from service.jobs.report import Run, concurrency_levels, percentile, report
 
 T0 = 1_700_000_000.0
 

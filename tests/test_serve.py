@@ -20,7 +20,7 @@ from pathlib import Path
 import ollama
 import pytest
 
-from service.embedded_redis import free_port
+from service.core.redis_server import free_port
 
 MODEL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 10}

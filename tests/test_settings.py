@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.errors import SettingsError
-from service.settings import FOREVER, Settings, describe, parse_duration
+from service.core.errors import SettingsError
+from service.core.settings import FOREVER, Settings, describe, parse_duration
 
 
 def test_defaults_match_ollama():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ModelNotFound
-from service.store import MEDIA, ModelStore
+from service.core.errors import ModelNotFound
+from service.models.store import MEDIA, ModelStore
 from tests.test_gguf import STRING, U32, write_gguf
 
 OLLAMA_TEMPLATE = ("{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"

@@ -1,5 +1,5 @@
 """Stream: the reader's side of one sequence, paced into chunks (workers/stream.py), and the
-pace the runner gives it (workers.runner.stream_pace).
+pace the runner gives it (generate.stream_pace).
 
 The engine's decode thread is the only writer of a Stream; here a plain thread writes in its
 place, so the pacing is tested on its own, and tests/test_api_ollama.py checks it end to end.
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from workers.runner import BATCH_STREAM_INTERVAL, stream_pace
+from workers.kinds.generate import BATCH_STREAM_INTERVAL, stream_pace
 from workers.stream import Completion, EngineError, Stream
 
 DONE = Completion("stop", 1, 0, 0, 0, "")

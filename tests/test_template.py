@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import InvalidRequest
-from service.template import Template, render_chat
+from service.core.errors import InvalidRequest
+from service.models.template import Template, render_chat
 
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant."},

@@ -12,11 +12,11 @@ from celery import Celery
 from celery.signals import worker_shutdown
 from kombu import Queue
 
-from service.db import upgrade
-from service.queue import celery_config, consumed_queues
-from service.settings import Settings
+from service.core.db import upgrade
+from service.core.settings import Settings
+from service.jobs.queue import celery_config, consumed_queues
 from workers import tasks
-from workers.runner import Runtime
+from workers.runtime import Runtime
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -29,14 +29,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
     # One task thread per sequence slot: each thread waits on its own sequence while the
     # engine's decode thread batches them together.
     app.conf.update(worker_pool="threads", worker_concurrency=settings.num_parallel)
-    # Interactive queues first, then their batch queues (see service.queue).
+    # Interactive queues first, then their batch queues (see service.jobs.queue).
     app.conf.task_queues = [
         Queue(name, routing_key=name) for name in consumed_queues(settings.queues)
     ]
     app.corral_settings = settings
     app.corral_runtime = None
     app.corral_lock = threading.Lock()
-    tasks.register(app)
+    tasks.register(app, lambda: runtime(app))
     return app
 
 

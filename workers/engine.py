@@ -23,7 +23,7 @@ import llama_cpp
 import numpy as np
 
 from workers import llama_loader
-from workers.batch import Batch
+from workers.llama_batch import TokenBatch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
 from workers.sampling import GrammarError, Options, build_sampler, free_sampler
@@ -85,7 +85,7 @@ class Engine:
             self._free()
             raise
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = Batch(self.n_batch)
+        self._batch = TokenBatch(self.n_batch)
         self._slots: list[Sequence | None] = [None] * n_parallel
         recurrent = llama_cpp.llama_model_is_recurrent(self._model)
         recurrent = recurrent or llama_cpp.llama_model_is_hybrid(self._model)

@@ -1,7 +1,7 @@
-"""Tell the fleet (service.fleet) what this worker has loaded.
+"""Tell the fleet (service.jobs.fleet) what this worker has loaded.
 
 A daemon thread looks at the pool every second and publishes when anything changed, and at
-least every few seconds so the key outlives its TTL only while the worker lives. The runner
+least every few seconds so the key outlives its TTL only while the worker lives. Handlers
 also calls `publish()` right after it loads or unloads, so a client that sees a request end
 and then asks /api/ps sees the result of that request.
 """
@@ -14,13 +14,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 
-from service import fleet
-from service.errors import CorralError
+from service.jobs import fleet
+from workers.model_pool import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,20 @@ TTL = 10.0  # seconds a published list outlives the last heartbeat
 
 
 class Heartbeat:
-    """Publishes one Runtime's loaded models; `close()` withdraws them."""
+    """Publishes what a worker's pool holds; `close()` withdraws it.
 
-    def __init__(self, runtime: Any, client: redis.Redis) -> None:
-        self.runtime = runtime
+    `loaded()` lists the pool's models and `details(name)` describes one for /api/ps (looked
+    up once per loaded model); keep_alive and context_length are the worker's settings.
+    """
+
+    def __init__(self, client: redis.Redis, loaded: Callable[[], list[Loaded]],
+                 details: Callable[[str], dict[str, Any]], *, keep_alive: float,
+                 context_length: int) -> None:
         self.client = client
+        self._loaded = loaded
+        self._describe = details
+        self.keep_alive = keep_alive
+        self.context_length = context_length
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._details: dict[str, dict[str, Any]] = {}
         self._last: tuple = ()
@@ -54,7 +64,7 @@ class Heartbeat:
     def publish(self, only_if_changed: bool = False) -> None:
         """Write what the pool holds now (skipped when nothing changed, if asked)."""
         with self._lock:
-            loaded = self.runtime.pool.loaded()
+            loaded = self._loaded()
             state = tuple((m.key, m.users, m.expires_at) for m in loaded)
             if only_if_changed and state == self._last:
                 return
@@ -62,29 +72,28 @@ class Heartbeat:
             fleet.publish(self.client, self.worker_id, models, TTL)
             self._last, self._published = state, time.monotonic()
 
-    def _entry(self, loaded: Any) -> dict[str, Any]:
+    def _entry(self, loaded: Loaded) -> dict[str, Any]:
         name = loaded.info.get("name", loaded.key)
-        settings = self.runtime.settings
         return fleet.entry(
             name,
             loaded.info.get("digest") or loaded.key.rpartition("@")[2],
             int(getattr(loaded.engine, "size_bytes", 0) or 0),
             self._details_of(loaded.key, name),
-            self._expires_at(loaded, settings.keep_alive),
-            context_length=settings.num_ctx,
+            self._expires_at(loaded, self.keep_alive),
+            context_length=self.context_length,
             worker=self.worker_id,
         )
 
     def _details_of(self, key: str, name: str) -> dict[str, Any]:
         if key not in self._details:
-            try:
-                self._details[key] = self.runtime.store.resolve(name).details()
-            except (CorralError, OSError, ValueError):
+            details = self._describe(name)
+            if not details:
                 return {}
+            self._details[key] = details
         return self._details[key]
 
     @staticmethod
-    def _expires_at(loaded: Any, keep_alive: float) -> datetime | None:
+    def _expires_at(loaded: Loaded, keep_alive: float) -> datetime | None:
         """Wall-clock expiry: in use counts as now + keep_alive (Ollama); None is forever."""
         now = datetime.now(UTC)
         if loaded.expires_at is not None:

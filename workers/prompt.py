@@ -14,9 +14,9 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from service.errors import InvalidRequest
-from service.store import Model
-from service.template import Template, render_chat
+from service.core.errors import InvalidRequest
+from service.models.store import Model
+from service.models.template import Template, render_chat
 from workers.engine import Options
 from workers.sampling import GrammarError, grammar_for_format
 

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from service.embedded_redis import free_port
+from service.core.redis_server import free_port
 from tests.bench.measure import N_PREDICT, Sample
 from workers.llama_loader import cpu_has_amx
 

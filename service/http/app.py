@@ -1,0 +1,27 @@
+"""The Flask application factory: services, error handlers, CORS, one blueprint per face."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from service.core.settings import Settings
+from service.http import console, cors, errors, native, ollama, openai
+from service.http.services import EXTENSION, build_services
+
+
+def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
+    """Build the WSGI app: settings from the environment unless given, one blueprint per face."""
+    app = Flask(__name__)
+    app.config.from_mapping(config or {})
+    settings = settings or Settings.from_env()
+    app.extensions[EXTENSION] = build_services(settings)
+    errors.install(app)
+    cors.install(app, settings.origins)
+    if settings.debug:
+        logging.basicConfig(level=logging.DEBUG)
+    for face in (console, ollama, openai, native):
+        app.register_blueprint(face.blueprint())
+    return app

@@ -1,0 +1,185 @@
+"""The native asynchronous jobs face: submit now, read later by polling or Server-Sent Events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from service.core.errors import Conflict, InvalidRequest, NotFound
+from service.core.fields import field
+from service.http.inputs import json_body, query_int
+from service.http.relay import SSE_HEADERS
+from service.http.services import services
+from service.jobs.control import request_cancel
+from service.jobs.events import Event, Publisher, Subscriber, id_key
+from service.jobs.kinds import KINDS, JobKind, parse_kind
+from service.jobs.records import Job, JobStatus
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+_MAX_PAGE = 500
+
+
+def _links(job: Job) -> dict[str, str]:
+    return {"self": url_for(".get_job", job_id=job.id),
+            "events": url_for(".job_events", job_id=job.id)}
+
+
+def _kind(body: dict[str, Any]) -> JobKind:
+    try:
+        return parse_kind(field(body, "kind", str, "generate"))
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid field 'kind': {exc}") from None
+
+
+@bp.post("")
+def submit():
+    """Queue a job; 202 with its id and links. A repeated Idempotency-Key returns the same job."""
+    body = json_body()
+    kind = _kind(body)
+    parsed = KINDS[kind].request.from_json(body)
+    priority = field(body, "priority", int, 0)
+    if not 0 <= priority <= 9:
+        raise InvalidRequest("invalid field 'priority': expected an integer from 0 to 9")
+    ctx = services()
+    key = request.headers.get("Idempotency-Key")
+    if key and (existing := ctx.jobs.by_idempotency_key(key)) is not None:
+        return jsonify(_summary(existing)), 200
+    ctx.store.resolve(parsed.model)
+    job = ctx.queue.submit(kind, parsed.model, parsed.to_job(), queue=ctx.default_queue,
+                           priority=priority, batch_id=field(body, "batch", str),
+                           idempotency_key=key)
+    return jsonify(_summary(job)), 202
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "links": _links(job)}
+
+
+def _find(job_id: str) -> Job:
+    job = services().jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found")
+    return job
+
+
+def _output_so_far(job: Job) -> str:
+    """A running job's text comes from its event log; a finished one's from its row."""
+    if JobStatus(job.status).finished:
+        return job.output or ""
+    events = Subscriber(services().redis, job.id).replay()
+    return "".join(e.data["text"] for e in events if e.type == "token")
+
+
+def describe(job: Job) -> dict[str, Any]:
+    """A job as GET /jobs/<id> shows it: the row, output so far, queue position, links."""
+    data: dict[str, Any] = job.to_dict()
+    data["output"] = _output_so_far(job)
+    data["position"] = services().jobs.position(job) if job.status == "queued" else None
+    data["links"] = _links(job)
+    return data
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str):
+    return jsonify(describe(_find(job_id)))
+
+
+@bp.delete("/<job_id>")
+def cancel(job_id: str):
+    """Cancel a queued job, or stop a running one keeping its partial output; 409 if ended."""
+    job = _find(job_id)
+    ctx = services()
+    if JobStatus(job.status).finished:
+        raise Conflict(f"job '{job_id}' already {job.status}")
+    if ctx.jobs.cancel_queued(job_id):
+        Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit("done", done_reason="cancel")
+        return jsonify(describe(_find(job_id)))
+    request_cancel(ctx.redis, job_id)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        job = _find(job_id)
+        if JobStatus(job.status).finished:
+            return jsonify(describe(job))
+        time.sleep(0.05)
+    return jsonify(describe(job)), 202
+
+
+def _cursor(job: Job) -> str:
+    raw = f"{job.to_dict()['created_at']}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _parse_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(text.encode()).decode().split("|")
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("invalid parameter 'cursor'") from None
+
+
+def _time_arg(name: str) -> datetime | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"invalid parameter '{name}': expected an ISO 8601 time") from None
+
+
+@bp.get("")
+def list_jobs():
+    """Jobs newest first: ?status=queued,running&model=&batch=&since=&until=&limit=&cursor="""
+    statuses = [s for s in request.args.get("status", "").split(",") if s]
+    unknown = set(statuses) - {s.value for s in JobStatus}
+    if unknown:
+        raise InvalidRequest(f"invalid parameter 'status': unknown {sorted(unknown)}")
+    limit = query_int("limit", 50, 1, _MAX_PAGE)
+    cursor = request.args.get("cursor")
+    jobs = services().jobs.search(
+        status=statuses, model=request.args.get("model"), batch_id=request.args.get("batch"),
+        since=_time_arg("since"), until=_time_arg("until"),
+        before=_parse_cursor(cursor) if cursor else None, limit=limit)
+    rows = [describe(job) for job in jobs]
+    next_cursor = _cursor(jobs[-1]) if len(jobs) == limit else None
+    return jsonify({"jobs": rows, "next_cursor": next_cursor})
+
+
+def _sse(event: Event) -> str:
+    return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(event.data)}\n\n"
+
+
+def _from_history(job: Job) -> list[Event]:
+    """A finished job whose events expired from Redis, replayed from its row."""
+    output = Event(f"{int(job.created_at.timestamp() * 1000)}-1", "token",
+                   {"text": job.output or ""})
+    done = Event(f"{int(job.created_at.timestamp() * 1000)}-2", "done",
+                 {"done_reason": job.done_reason, "error": job.error})
+    return [output, done] if job.output else [done]
+
+
+@bp.get("/<job_id>/events")
+def job_events(job_id: str):
+    """Stream the job's events as SSE; Last-Event-ID resumes right after that event."""
+    job = _find(job_id)
+    after = request.headers.get("Last-Event-ID") or request.args.get("after")
+    subscriber = Subscriber(services().redis, job.id)
+    expired = JobStatus(job.status).finished and not subscriber.replay()
+
+    def stream() -> Iterator[str]:
+        if expired:
+            for event in _from_history(job):
+                if after is None or id_key(event.id) > id_key(after):
+                    yield _sse(event)
+            return
+        for event in subscriber.follow(after=after):
+            yield _sse(event)
+
+    return Response(stream(), mimetype="text/event-stream", headers=SSE_HEADERS)

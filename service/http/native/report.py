@@ -1,0 +1,43 @@
+"""GET /jobs/report: throughput by model and concurrency level, from the job history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, jsonify, request
+
+from service.core.errors import InvalidRequest
+from service.core.settings import FOREVER, parse_duration
+from service.http.services import services
+from service.jobs import report
+
+bp = Blueprint("report", __name__)
+
+
+def _since() -> datetime | None:
+    """?since= as an ISO 8601 time, or a duration ("1h", "30m", "90") meaning that long ago."""
+    value = request.args.get("since", "").strip()
+    if not value:
+        return None
+    try:
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return since if since.tzinfo else since.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = FOREVER
+    if seconds == FOREVER:
+        raise InvalidRequest("invalid parameter 'since': expected an ISO 8601 time or a "
+                             "duration such as 1h")
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+@bp.get("/jobs/report")
+def job_report():
+    """Rows per (model, concurrency): ?since=<time or duration>&model=<name>."""
+    runs, since = report.load_runs(services().jobs, _since(), request.args.get("model") or None)
+    rows = report.report(runs, since)
+    return jsonify({"rows": [row.to_dict() for row in rows],
+                    "concurrency": "mean number of the model's jobs running during each job"})

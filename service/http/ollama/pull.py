@@ -1,0 +1,37 @@
+"""The Ollama face of models arriving and running: /api/pull (a job on a worker) and /api/ps
+(what every worker has loaded)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from service.http.inputs import json_body
+from service.http.relay import follow, progress
+from service.http.services import services
+from service.jobs import fleet
+from service.jobs.kinds import JobKind
+from service.jobs.requests import PullRequest
+
+bp = Blueprint("pull", __name__)
+
+
+@bp.post("/pull")
+def pull():
+    """Queue a pull and relay its progress lines; the pull goes on if the client hangs up."""
+    req = PullRequest.from_json(json_body())
+    return progress(follow(JobKind.PULL, req, resolve=False).events, req.stream)
+
+
+@bp.get("/ps")
+def ps():
+    """Every model loaded on any live worker, with its size and when it will be unloaded.
+
+    Beyond Ollama: each entry's `queued` says how many jobs wait for that model, and
+    `queued` at the top level counts waiting jobs for every model, loaded or not.
+    """
+    ctx = services()
+    waiting = ctx.jobs.waiting_by_model()
+    models = fleet.loaded(ctx.redis)
+    for model in models:
+        model["queued"] = waiting.get(model.get("name"), 0)
+    return jsonify({"models": models, "queued": waiting})

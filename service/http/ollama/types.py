@@ -1,0 +1,56 @@
+"""Wire shapes of the Ollama-compatible API's answers (`/api/*`), as Ollama's api/types.go
+defines them; built by small functions so every handler emits identical shapes.
+
+The requests are the job requests of service.jobs.requests: Ollama's field names are the
+native ones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def timestamp() -> str:
+    """RFC 3339 with nanosecond-style precision and Z, as Ollama's created_at."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def metrics(data: dict[str, Any]) -> dict[str, int]:
+    """The final object's counters and durations (nanoseconds), as the worker measured them."""
+    keys = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+            "eval_count", "eval_duration")
+    return {k: int(data.get(k) or 0) for k in keys}
+
+
+def generate_chunk(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(), "response": text, "done": False}
+
+
+def generate_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(), "response": text, "done": True,
+            "done_reason": done.get("done_reason", "stop"), **metrics(done)}
+
+
+def chat_chunk(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(),
+            "message": {"role": "assistant", "content": text}, "done": False}
+
+
+def chat_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(),
+            "message": {"role": "assistant", "content": text}, "done": True,
+            "done_reason": done.get("done_reason", "stop"), **metrics(done)}
+
+
+def model_entry(model) -> dict[str, Any]:
+    """One model in GET /api/tags."""
+    name = model.name.display()
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": model.modified_at.isoformat().replace("+00:00", "Z"),
+        "size": model.size,
+        "digest": model.digest,
+        "details": model.details(),
+    }

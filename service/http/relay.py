@@ -1,0 +1,164 @@
+"""Relay a job's events from Redis to an HTTP response, streamed or collected.
+
+Every face that answers from a job (Ollama, OpenAI, embeddings, pulls) goes one way:
+`follow()` resolves the model, submits the job and opens its events; `streamed()` answers
+with them and cancels the job when the client hangs up mid-stream.
+
+The handler waits for the worker to take the job before it answers, so "no worker in time"
+is a real 503 (and the job is marked failed), not an error buried in a 200 stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from flask import Response
+
+from service.core.errors import InvalidRequest, JobFailed, ServiceUnavailable
+from service.http.services import Services, services
+from service.jobs.control import request_cancel
+from service.jobs.events import Event, Publisher, Subscriber
+from service.jobs.kinds import JobKind, JobRequest
+from service.jobs.records import Job, JobStatus
+
+Chunk = Callable[[str], dict[str, Any]]
+Final = Callable[[str, dict[str, Any]], dict[str, Any]]
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class Following:
+    """A submitted job whose events this request follows."""
+
+    job: Job
+    events: Iterator[Event]
+    cancel: Callable[[], None]  # ask the worker to stop the job (a hung-up client)
+
+
+def follow(kind: JobKind, request: JobRequest, *, resolve: bool = True) -> Following:
+    """Resolve the request's model (404 if absent, unless resolve is off: a pull names what
+    is not there yet), queue the job, and wait for a worker to take it."""
+    ctx = services()
+    if resolve:
+        ctx.store.resolve(request.model)
+    job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue)
+    return Following(job, open_events(ctx, job), partial(request_cancel, ctx.redis, job.id))
+
+
+def streamed(lines: Iterator[str], mimetype: str, on_abort: Callable[[], None] | None = None,
+             headers: dict[str, str] | None = None) -> Response:
+    """Stream `lines`; a client that hangs up before the last one calls `on_abort`.
+
+    Generations pass their job's cancel, as Ollama stops a generation whose client went, so
+    an abandoned request does not keep a decode slot busy.
+    """
+
+    def guarded() -> Iterator[str]:
+        finished = False
+        try:
+            yield from lines
+            finished = True
+        finally:
+            if not finished and on_abort is not None:
+                on_abort()
+
+    return Response(guarded(), mimetype=mimetype, headers=headers)
+
+
+def open_events(services: Services, job: Job) -> Iterator[Event]:
+    """Return the job's events once a worker has taken it; 503 after CORRAL_LOAD_TIMEOUT."""
+    timeout = services.settings.load_timeout
+    events = Subscriber(services.redis, job.id).follow(idle_timeout=timeout)
+    try:
+        first = next(events)
+    except TimeoutError:
+        message = f"no worker took the job within {timeout:g}s (CORRAL_LOAD_TIMEOUT)"
+        if services.jobs.finish(job.id, JobStatus.FAILED, error=message):
+            Publisher(services.redis, job.id, services.settings.result_ttl).emit(
+                "error", error=message)
+        raise ServiceUnavailable(message) from None
+    return itertools.chain([first], _guard(services, job, events))
+
+
+def _guard(services: Services, job: Job, events: Iterator[Event]) -> Iterator[Event]:
+    """Turn a worker that goes silent mid-job into an error event (and a failed job)."""
+    try:
+        yield from events
+    except TimeoutError:
+        message = f"worker stopped responding for {services.settings.load_timeout:g}s"
+        services.jobs.finish(job.id, JobStatus.FAILED, error=message)
+        yield Event("0-0", "error", {"error": message})
+
+
+def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
+    """Join the tokens of a job; return (text, done data) or raise the job's error."""
+    parts = []
+    for event in events:
+        if event.type == "token":
+            parts.append(event.data["text"])
+        elif event.type == "done":
+            return "".join(parts), event.data
+        elif event.type == "error":
+            raise JobFailed(event.data.get("error", "job failed"))
+    raise JobFailed("job ended without a result")
+
+
+def outcome(events: Iterator[Event]) -> dict[str, Any]:
+    """Wait for a job that streams no tokens (embeddings); return its done data or raise.
+
+    An error event with `"status": 400` is the worker saying the request itself was bad
+    (e.g. an input too long with truncation off), so it leaves as a 400, not a 500.
+    """
+    for event in events:
+        if event.type == "done":
+            return event.data
+        if event.type == "error":
+            message = event.data.get("error", "job failed")
+            if event.data.get("status") == 400:
+                raise InvalidRequest(message)
+            raise JobFailed(message)
+    raise JobFailed("job ended without a result")
+
+
+def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
+    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure."""
+
+    def lines() -> Iterator[str]:
+        for event in following.events:
+            if event.type == "token":
+                yield json.dumps(chunk(event.data["text"])) + "\n"
+            elif event.type == "done":
+                yield json.dumps(final("", event.data)) + "\n"
+            elif event.type == "error":
+                yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+
+    return streamed(lines(), "application/x-ndjson", following.cancel)
+
+
+def progress(events: Iterator[Event], stream: bool) -> Response:
+    """Relay a job that reports `progress` events (a pull) as Ollama's status lines: each
+    update as it comes, then {"status": "success"}; unstreamed, only the final line."""
+    if not stream:
+        for event in events:
+            if event.type == "done":
+                return Response(json.dumps({"status": "success"}) + "\n",
+                                mimetype="application/json")
+            if event.type == "error":
+                raise JobFailed(event.data.get("error", "job failed"))
+        raise JobFailed("job ended without a result")
+
+    def lines() -> Iterator[str]:
+        for event in events:
+            if event.type == "progress":
+                yield json.dumps(event.data) + "\n"
+            elif event.type == "done":
+                yield json.dumps({"status": "success"}) + "\n"
+            elif event.type == "error":
+                yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
+
+    return streamed(lines(), "application/x-ndjson")

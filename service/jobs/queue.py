@@ -1,0 +1,122 @@
+"""Put jobs on the Celery queues by task name; the service never imports worker code.
+
+The same `celery_config` configures the producer here and the worker in workers/, so both
+sides agree on serializers, acknowledgement and routing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery
+
+from service.core.errors import QueueFull
+from service.core.settings import Settings
+from service.jobs.kinds import KINDS, JobKind
+from service.jobs.records import Job, JobStore
+
+
+def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
+    """Celery settings shared by producer and worker.
+
+    acks_late + reject_on_worker_lost: a job whose worker dies goes back on the queue.
+    prefetch 1: a worker reserves no more jobs than it has slots for.
+    """
+    default_queue = settings.queues.split(",")[0].strip() or "cpu"
+    return {
+        "broker_url": redis_url,
+        "broker_connection_retry_on_startup": True,
+        # Ten priority lists per queue, polled highest first (see broker_priority).
+        "broker_transport_options": {
+            "visibility_timeout": 6 * 3600,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_default_queue": default_queue,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        "worker_enable_remote_control": True,
+    }
+
+
+def batch_queue(queue: str) -> str:
+    """Batch lines wait on their own queue, which workers take only when `queue` is empty."""
+    return f"{queue}.batch"
+
+
+def consumed_queues(queues: str) -> list[str]:
+    """The Celery queues a worker reads, interactive first: "cpu" → ["cpu", "cpu.batch"]."""
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    return names + [batch_queue(q) for q in names]
+
+
+def broker_priority(priority: int, batch: bool) -> int:
+    """corral's priority (0-9, higher sooner) as kombu's Redis priority (0-9, 0 runs first).
+
+    kombu polls every queue's priority-0 list before any priority-1 list, so priority, not
+    queue order, decides. Interactive jobs take levels 0-4 and batch lines 5-9, which keeps
+    every batch line behind every interactive request; each pair of corral priorities
+    shares a level.
+    """
+    level = 4 - max(0, min(9, priority)) // 2
+    return level + 5 if batch else level
+
+
+def make_producer(settings: Settings, redis_url: str) -> Celery:
+    """A Celery app that only sends tasks (no tasks registered, nothing connected yet)."""
+    app = Celery("corral", set_as_current=False)
+    app.conf.update(celery_config(settings, redis_url))
+    return app
+
+
+class JobQueue:
+    """Records a job, then sends its task to the queue named after its device."""
+
+    def __init__(self, celery: Celery, jobs: JobStore, client: redis.Redis, settings: Settings):
+        self.celery = celery
+        self.jobs = jobs
+        self.redis = client
+        self.settings = settings
+
+    def waiting(self, queue: str) -> int:
+        """Jobs waiting on a queue: Celery's Redis transport keeps one list per priority."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(queue)
+            for step in range(1, 10):
+                pipe.llen(f"{queue}:{step}")
+            return sum(int(n) for n in pipe.execute())
+
+    def submit(
+        self, kind: JobKind, model: str, request: dict[str, Any], *, queue: str = "cpu",
+        priority: int = 0, batch_id: str | None = None, idempotency_key: str | None = None,
+    ) -> Job:
+        """Record a queued job and enqueue its task; QueueFull past CORRAL_MAX_QUEUE.
+
+        Batch lines go to the batch queue and are not counted against CORRAL_MAX_QUEUE:
+        their feeder already bounds how many wait.
+        """
+        if batch_id is None and self.waiting(queue) >= self.settings.max_queue:
+            raise QueueFull(
+                f"server busy: {self.settings.max_queue} requests already waiting, retry later",
+                headers={"Retry-After": "5"},
+            )
+        target = batch_queue(queue) if batch_id else queue
+        job = self.jobs.create(kind, model, request, queue=target, priority=priority,
+                               batch_id=batch_id, idempotency_key=idempotency_key)
+        self.enqueue(job)
+        return job
+
+    def enqueue(self, job: Job) -> None:
+        """Send a recorded job's task to its queue."""
+        self.celery.send_task(KINDS[JobKind(job.kind)].task, args=[job.id], task_id=job.id,
+                              queue=job.queue,
+                              priority=broker_priority(job.priority, job.batch_id is not None))

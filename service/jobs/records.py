@@ -1,0 +1,250 @@
+"""Job records: the history of every request, and the one place that changes a job's state.
+
+A job moves queued → running → succeeded | failed | cancelled. Every transition is a
+conditional UPDATE (compare-and-set on the current status), so a worker and an API process
+racing on the same job — a timeout failing it while a worker starts it — never both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from service.core.db import Base, aware, now
+from service.jobs.kinds import JobKind
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(Base):
+    """One row per request. Columns mirror migrations/versions; Alembic owns the schema."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    done_reason: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prompt_eval_count: Mapped[int | None] = mapped_column(Integer)
+    prompt_eval_duration: Mapped[int | None] = mapped_column(BigInteger)
+    eval_count: Mapped[int | None] = mapped_column(Integer)
+    eval_duration: Mapped[int | None] = mapped_column(BigInteger)
+    load_duration: Mapped[int | None] = mapped_column(BigInteger)
+    total_duration: Mapped[int | None] = mapped_column(BigInteger)
+    first_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(32))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+    def elapsed_ns(self) -> int:
+        """Nanoseconds from the job's creation (request accepted) until now."""
+        return int((now() - aware(self.created_at)).total_seconds() * 1e9)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON for the API and CLI."""
+        data = {c.name: getattr(self, c.name) for c in self.__table__.columns}
+        for key in ("created_at", "started_at", "finished_at", "first_token_at"):
+            if data[key] is not None:
+                data[key] = aware(data[key]).isoformat()
+        return data
+
+
+METRIC_FIELDS = (
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+    "load_duration",
+    "total_duration",
+)
+
+
+_JOBS = Job.__table__
+# Every request creates a row and its worker claims it before the first token. Both statements
+# are built once, on the table: building an ORM statement per call cost more than running it
+# (SQLite, hot loop: create 0.70 → 0.38 ms, claim 1.24 → 0.49 ms).
+_INSERT = insert(_JOBS)
+_CLAIM = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.QUEUED.value)
+    .values(status=JobStatus.RUNNING.value, started_at=bindparam("started_at"),
+            worker_host=bindparam("worker_host"), device=bindparam("device"))
+    .returning(*_JOBS.c)
+)
+
+
+class JobStore:
+    """Create, read and transition job rows through one sessionmaker."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def create(
+        self,
+        kind: JobKind,
+        model: str,
+        request: dict[str, Any],
+        *,
+        queue: str,
+        priority: int = 0,
+        batch_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Record a new queued job and return it (detached: a plain record of the row)."""
+        values = {
+            "id": uuid.uuid4().hex,
+            "kind": kind.value,
+            "model": model,
+            "status": JobStatus.QUEUED.value,
+            "queue": queue,
+            "priority": priority,
+            "batch_id": batch_id,
+            "request": request,
+            "created_at": now(),
+            "idempotency_key": idempotency_key,
+        }
+        with self.sessions.begin() as session:
+            session.execute(_INSERT, values)
+        return Job(**values)
+
+    def get(self, job_id: str) -> Job | None:
+        with self.sessions() as session:
+            return session.get(Job, job_id)
+
+    def claim(self, job_id: str, *, worker_host: str, device: str) -> Job | None:
+        """Mark a queued job running and return it; None if it is no longer queued
+        (cancelled, timed out, or taken by another worker).
+
+        One UPDATE ... RETURNING, so a worker reads and takes its job in one round trip.
+        """
+        params = {"job_id": job_id, "started_at": now(), "worker_host": worker_host,
+                  "device": device}
+        with self.sessions.begin() as session:
+            row = session.execute(_CLAIM, params).first()
+        return None if row is None else Job(**row._mapping)
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        done_reason: str | None = None,
+        metrics: dict[str, int] | None = None,
+        first_token_at: datetime | None = None,
+    ) -> bool:
+        """Record a job's end; False if it had already ended."""
+        assert status.finished, status
+        values: dict[str, Any] = {
+            "status": status.value,
+            "finished_at": now(),
+            "output": output,
+            "error": error,
+            "done_reason": done_reason,
+            "first_token_at": first_token_at,
+        }
+        values.update({k: v for k, v in (metrics or {}).items() if k in METRIC_FIELDS})
+        return self._transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING), **values)
+
+    def _transition(self, job_id: str, allowed: Iterable[JobStatus], **values: Any) -> bool:
+        statuses = [s.value for s in allowed]
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(statuses)).values(**values)
+            )
+            return result.rowcount == 1
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        with self.sessions() as session:
+            return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel a job that no worker has started; False if it already started or ended."""
+        return self._transition(job_id, (JobStatus.QUEUED,), status=JobStatus.CANCELLED.value,
+                                finished_at=now(), done_reason="cancel")
+
+    def position(self, job: Job) -> int:
+        """How many queued jobs on the same queue run before this one (0 = next)."""
+        # Priorities share broker levels in pairs (service.jobs.queue.broker_priority).
+        level, mine = Job.priority // 2, job.priority // 2
+        ahead = (level > mine) | ((level == mine) & (Job.created_at < job.created_at))
+        query = select(func.count()).select_from(Job).where(
+            Job.queue == job.queue, Job.status == JobStatus.QUEUED.value, ahead)
+        with self.sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def waiting_by_model(self) -> dict[str, int]:
+        """Queued jobs per model, for `corral ps` and /api/ps."""
+        query = (select(Job.model, func.count()).where(Job.status == JobStatus.QUEUED.value)
+                 .group_by(Job.model))
+        with self.sessions() as session:
+            return {model: int(count) for model, count in session.execute(query)}
+
+    def search(self, *, status: list[str] | None = None, model: str | None = None,
+               batch_id: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, before: tuple[datetime, str] | None = None,
+               limit: int = 50) -> list[Job]:
+        """Jobs newest first, filtered; `before` = (created_at, id) of the last row seen."""
+        query = select(Job)
+        if status:
+            query = query.where(Job.status.in_(status))
+        if model:
+            query = query.where(Job.model == model)
+        if batch_id:
+            query = query.where(Job.batch_id == batch_id)
+        if since:
+            query = query.where(Job.created_at >= since)
+        if until:
+            query = query.where(Job.created_at < until)
+        if before:
+            created, last_id = before
+            query = query.where((Job.created_at < created) |
+                                ((Job.created_at == created) & (Job.id < last_id)))
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def recent(self, limit: int = 100) -> list[Job]:
+        """The newest jobs first."""
+        return self.search(limit=limit)

@@ -1,0 +1,75 @@
+"""A llama_batch whose arrays are numpy arrays, so a prompt chunk is written with slice assignments.
+
+`llama_batch_init` gives C arrays that Python can only fill one element (and one ctypes call) at a
+time; with numpy-owned arrays a 512-token chunk costs a few vectorised copies instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp
+import numpy as np
+
+from workers import compute
+
+
+class TokenBatch:
+    """Token rows for one llama_decode: token, position, sequence id and whether to output logits.
+
+    Each row belongs to exactly one sequence (n_seq_id is 1 everywhere).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.n = 0
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.seq = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self._n_seq_id = np.ones(capacity, dtype=np.int32)
+        seq_ptr = ctypes.POINTER(llama_cpp.llama_seq_id)
+        base, step = self.seq.ctypes.data, self.seq.itemsize
+        # llama_batch wants one seq-id array per row: point row i at self.seq[i].
+        self._seq_rows = (seq_ptr * capacity)(
+            *(ctypes.cast(base + i * step, seq_ptr) for i in range(capacity))
+        )
+        self._struct = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token)),
+            embd=None,
+            pos=self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
+            n_seq_id=self._n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(self._seq_rows, ctypes.POINTER(seq_ptr)),
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def clear(self) -> None:
+        """Empty the batch for the next step."""
+        self.n = 0
+
+    def add(self, seq_id: int, tokens: list[int], pos0: int, output_last: bool) -> int:
+        """Append consecutive tokens of one sequence from position pos0; return the last row.
+
+        output_last asks for the logits of the last token only (the next-token distribution).
+        """
+        n, k = self.n, len(tokens)
+        if n + k > self.capacity:
+            raise ValueError(f"batch overflow: {n} + {k} > {self.capacity}")
+        end = n + k
+        self.token[n:end] = tokens
+        self.pos[n:end] = np.arange(pos0, pos0 + k, dtype=np.int32)
+        self.seq[n:end] = seq_id
+        self.logits[n:end] = 0
+        if output_last:
+            self.logits[end - 1] = 1
+        self.n = end
+        return end - 1
+
+    def decode(self, ctx: llama_cpp.llama_context_p) -> int:
+        """Run llama_decode on the rows added since clear(); return llama.cpp's status code.
+
+        It runs on the process's compute thread (see workers.compute), whichever thread asks.
+        """
+        self._struct.n_tokens = self.n
+        return compute.run(llama_cpp.llama_decode, ctx, self._struct)

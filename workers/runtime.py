@@ -1,0 +1,151 @@
+"""The worker process's container: connections, the model pool, and the dispatch of jobs.
+
+Tasks stay thin and call `Runtime.run(job_id)`: it claims the job, runs the handler that
+service.jobs.kinds names for the job's kind, and records a failure if the handler raises.
+Everything a handler may touch reaches it as a JobContext, not as this Runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import redis
+
+from service.batches.store import BatchStore, Feeder
+from service.core.db import make_engine, make_sessionmaker
+from service.core.errors import CorralError
+from service.core.settings import Settings
+from service.jobs.control import Listener
+from service.jobs.events import Publisher
+from service.jobs.kinds import KINDS, JobKind
+from service.jobs.queue import JobQueue, make_producer
+from service.jobs.records import Job, JobStatus, JobStore
+from service.models.store import Model, ModelStore
+from workers.heartbeat import Heartbeat
+from workers.job_context import JobContext, Streams
+from workers.model_pool import ModelPool
+
+log = logging.getLogger(__name__)
+BATCH_SWEEP_SECONDS = 30
+
+Handler = Callable[[Job, JobContext, Publisher], None]
+
+
+@cache
+def handler_for(kind: str) -> Handler:
+    """The function the kinds table names for `kind` ("module:function"), imported once."""
+    module, _, name = KINDS[JobKind(kind)].handler.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Runtime:
+    """Per-process worker state, created lazily by the Celery app on the first task."""
+
+    def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None) -> None:
+        self.settings = settings
+        self.hostname = socket.gethostname()
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.db = make_engine(settings.database)
+        self.jobs = JobStore(make_sessionmaker(self.db))
+        self.store = ModelStore(settings.models_dir)
+        # Batch lines are fed by the worker that finishes the previous one (service.batches).
+        queue = JobQueue(make_producer(settings, settings.redis_url), self.jobs, self.redis,
+                         settings)
+        self.batches = BatchStore(queue, settings.batch_window, settings.result_ttl)
+        self.feeder = Feeder(self.batches)
+        self.pool = ModelPool(loader or self._load_engine, max_loaded=settings.max_loaded_models,
+                              default_keep_alive=settings.keep_alive)
+        self.streams = Streams()
+        self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,
+                                   keep_alive=settings.keep_alive, context_length=settings.num_ctx)
+        self.context = JobContext(settings, self.hostname, self.redis, self.jobs, self.store,
+                                  self.pool, self.streams, self.heartbeat.publish)
+        self.control = Listener(self.redis, {"unload": self._on_unload,
+                                             "cancel": self._on_cancel})
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="corral-reaper", daemon=True)
+        self._reaper.start()
+
+    def _load_engine(self, model: Model):
+        from workers.engine import Engine
+
+        adapter = str(model.adapters[0]) if model.adapters else None
+        return Engine(
+            str(model.model_path),
+            n_parallel=self.settings.num_parallel,
+            n_ctx_per_seq=self.settings.num_ctx,
+            n_threads=self.settings.threads,
+            lora_path=adapter,
+        )
+
+    def _details(self, name: str) -> dict[str, Any]:
+        """A loaded model's details for /api/ps; {} when its name no longer resolves."""
+        try:
+            return self.store.resolve(name).details()
+        except (CorralError, OSError, ValueError):
+            return {}
+
+    def _reap(self) -> None:
+        ticks = 0
+        while not self._stop.wait(1.0):
+            try:
+                self.pool.reap()
+            except Exception:  # a failing close must not kill the reaper
+                log.exception("unloading an expired model failed")
+            ticks += 1
+            if ticks % BATCH_SWEEP_SECONDS == 0:
+                try:
+                    self.batches.sweep()  # moves on batches whose feeder died mid-step
+                except Exception:
+                    log.exception("sweeping batches failed")
+
+    def _on_cancel(self, message: dict) -> None:
+        self.streams.cancel(message.get("job", ""))
+
+    def _on_unload(self, message: dict) -> None:
+        """Unload every loaded model of that name (all digests), e.g. for `corral stop`."""
+        for loaded in self.pool.loaded():
+            if loaded.info.get("name") == message.get("model"):
+                self.pool.unload(loaded.key)
+        self.heartbeat.publish()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.control.close()
+        self.heartbeat.close()
+        self.pool.close()
+        self.feeder.close()
+        self.batches.queue.celery.close()
+        self.redis.close()
+        self.db.dispose()
+
+    def run(self, job_id: str) -> None:
+        """Claim and run one job, then feed its batch's next lines if it has a batch."""
+        job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device)
+        try:
+            if job is not None:
+                self._run(job)
+            else:  # cancelled, timed out or run by another worker: only its batch moves
+                job = self.jobs.get(job_id)
+        finally:
+            if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
+                self.feeder.notify(job.batch_id)
+
+    def _run(self, job: Job) -> None:
+        """Run one claimed job; never raises for the job's own failures."""
+        events = Publisher(self.redis, job.id, self.settings.result_ttl)
+        events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname)
+        try:
+            handler_for(job.kind)(job, self.context, events)
+        except Exception as exc:
+            log.warning("job %s failed: %s", job.id, exc)
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self.jobs.finish(job.id, JobStatus.FAILED, error=message,
+                             metrics={"total_duration": job.elapsed_ns()})
+            events.emit("error", error=message)
