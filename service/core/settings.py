@@ -2,14 +2,19 @@
 
 Like Ollama's envconfig: one table of variables, each with a one-line description that
 `corral env` prints. A bad value stops start-up with a message naming the variable.
+
+Each variable is declared once, as a field of `Settings` (`setting(name, default, parse,
+description)`); the field's default, `Settings.from_env`, `VARIABLES` and `describe()` are all
+derived from that declaration, so a default cannot drift between two places.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +113,13 @@ def _size(text: str) -> int:
     return value
 
 
-def _origins(text: str) -> list[str]:
-    return [o.strip() for o in text.split(",") if o.strip()]
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
+def _path(text: str) -> Path:
+    """A directory as the user wrote it, with `~` expanded (so it follows $HOME at parse time)."""
+    return Path(text).expanduser()
 
 
 def _base_url(text: str) -> str:
@@ -132,130 +142,129 @@ def _mirrors(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_VARIABLE_KEY, _PART_KEY = "corral.variable", "corral.part"  # keys of a field's metadata
+
+
 @dataclass(frozen=True)
 class Variable:
-    """One environment variable: its default (as text, or None) and what it means."""
+    """One environment variable: its default (as a user would write it, or None) and meaning.
+
+    The default is text, not a parsed value, so `corral env`, `--help` and the README show
+    exactly what a user would type, and the parsed default goes through the same parser.
+    """
 
     name: str
     default: str | None
+    parse: Callable[[str], Any]
     description: str
-    parse: Callable[[str], Any] = str
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """Parse this variable from `env`; unset or empty means the default (None stays None)."""
+        raw = env.get(self.name)
+        if raw is None or raw == "":
+            raw = self.default
+        if raw is None:
+            return None
+        try:
+            return self.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{self.name}={raw!r} is invalid: {exc}") from None
+
+    def field(self, part: int | None = None) -> Any:
+        """A `Settings` field filled from this variable (or item `part` of its parsed value).
+
+        The default is a factory so it is parsed when a Settings is built: `~` in CORRAL_HOME
+        follows $HOME then, as `from_env` does.
+        """
+        return dataclasses.field(default_factory=lambda: _pick(self.read({}), part),
+                                 metadata={_VARIABLE_KEY: self, _PART_KEY: part})
 
 
-VARIABLES: tuple[Variable, ...] = (
-    Variable("CORRAL_HOST", "127.0.0.1:11434", "Address the HTTP API listens on (host:port)",
-             _parse_host),
-    Variable("CORRAL_HOME", "~/.corral",
-             "Directory for corral's database, embedded Redis and models"),
-    Variable("CORRAL_MODELS", None, "Model store (manifests + blobs); default $CORRAL_HOME/models"),
-    Variable("CORRAL_REDIS_URL", None,
-             "Redis broker and event bus; unset starts an embedded redis-server under CORRAL_HOME"),
-    Variable("CORRAL_DATABASE_URL", None,
-             "SQLAlchemy URL of the job history; unset is SQLite at $CORRAL_HOME/corral.db"),
-    Variable("CORRAL_KEEP_ALIVE", "5m",
-             "How long a model stays loaded after its last request (duration, 0, negative=forever)",
-             parse_duration),
-    Variable("CORRAL_NUM_PARALLEL", "4", "Sequences one loaded model decodes together in a worker",
-             _positive_int),
-    Variable("CORRAL_MAX_QUEUE", "512",
-             "Interactive requests that may wait before new ones get 503",
-             _positive_int),
-    Variable("CORRAL_MAX_LOADED_MODELS", "2", "Models one worker keeps loaded at once (LRU beyond)",
-             _positive_int),
-    Variable("CORRAL_ORIGINS", "", "Extra allowed CORS origins, comma separated", _origins),
-    Variable("CORRAL_DEBUG", "false", "Verbose logging", _parse_bool),
-    Variable("CORRAL_LOAD_TIMEOUT", "5m",
-             "How long a request waits for a worker to take it and load its model before 503",
-             parse_duration),
-    Variable("CORRAL_NUM_CTX", "2048", "Default context length of one sequence, in tokens",
-             _positive_int),
-    Variable("CORRAL_NUM_THREADS", "0", "Decode threads per model; 0 = the machine's cores",
-             _non_negative_int),
-    Variable("CORRAL_QUEUES", "cpu", "Queues a worker started by `corral serve` consumes"),
-    Variable("CORRAL_DEVICE", "cpu", "Device label of this worker, recorded in each job row"),
-    Variable("CORRAL_RESULT_TTL", "24h",
-             "How long a job's events and results stay in Redis (the database keeps history)",
-             parse_duration),
-    Variable("CORRAL_REGISTRY_MIRRORS", "",
-             "Registry hosts pulled from another base URL: host=url,... "
-             "(e.g. registry.ollama.ai=http://mirror:5000)", _mirrors),
-    Variable("CORRAL_HF_ENDPOINT", "https://huggingface.co",
-             "Hugging Face Hub address used for hf.co/<user>/<repo> pulls", _base_url),
-    Variable("CORRAL_BATCH_WINDOW", "64",
-             "Lines of one batch queued or running at once; the rest wait in the database",
-             _positive_int),
-    Variable("CORRAL_MAX_UPLOAD", "200MB",
-             "Largest batch file /v1/files and /batches accept (larger is 413)", _size),
-    Variable("CORRAL_STREAM_INTERVAL", "50ms",
-             "Shortest time between two streamed chunks of one job, times the sequences its "
-             "model is running; the first token leaves at once, later tokens are joined "
-             "(0 = one chunk per token)", _interval),
-)
+def _pick(value: Any, part: int | None) -> Any:
+    """The whole parsed value, or one item of it when a variable fills several fields."""
+    return value if part is None else value[part]
 
-_BY_NAME = {v.name: v for v in VARIABLES}
+
+def setting(name: str, default: str | None, parse: Callable[[str], Any],
+            description: str) -> Any:
+    """Declare a `Settings` field read from one environment variable (the usual case)."""
+    return Variable(name, default, parse, description).field()
+
+
+# CORRAL_HOST fills two fields, host and port, so it is declared once here and shared.
+_HOST = Variable("CORRAL_HOST", "127.0.0.1:11434", _parse_host,
+                 "Address the HTTP API listens on (host:port)")
 
 
 @dataclass(frozen=True)
 class Settings:
     """corral's configuration, built by `Settings.from_env()` and passed to every factory."""
 
-    host: str = "127.0.0.1"
-    port: int = 11434
-    home: Path = field(default_factory=lambda: Path("~/.corral").expanduser())
-    models: Path | None = None
-    redis_url: str | None = None
-    database_url: str | None = None
-    keep_alive: float = 300.0
-    num_parallel: int = 4
-    max_queue: int = 512
-    max_loaded_models: int = 2
-    origins: tuple[str, ...] = ()
-    debug: bool = False
-    load_timeout: float = 300.0
-    num_ctx: int = 2048
-    num_threads: int = 0
-    queues: str = "cpu"
-    device: str = "cpu"
-    result_ttl: float = 86400.0
-    registry_mirrors: tuple[tuple[str, str], ...] = ()
-    hf_endpoint: str = "https://huggingface.co"
-    batch_window: int = 64
-    max_upload: int = 200_000_000
-    stream_interval: float = 0.05
+    host: str = _HOST.field(part=0)
+    port: int = _HOST.field(part=1)
+    home: Path = setting("CORRAL_HOME", "~/.corral", _path,
+                         "Directory for corral's database, embedded Redis and models")
+    models: Path | None = setting("CORRAL_MODELS", None, _path,
+                                  "Model store (manifests + blobs); default $CORRAL_HOME/models")
+    redis_url: str | None = setting(
+        "CORRAL_REDIS_URL", None, str,
+        "Redis broker and event bus; unset starts an embedded redis-server under CORRAL_HOME")
+    database_url: str | None = setting(
+        "CORRAL_DATABASE_URL", None, str,
+        "SQLAlchemy URL of the job history; unset is SQLite at $CORRAL_HOME/corral.db")
+    keep_alive: float = setting(
+        "CORRAL_KEEP_ALIVE", "5m", parse_duration,
+        "How long a model stays loaded after its last request (duration, 0, negative=forever)")
+    num_parallel: int = setting("CORRAL_NUM_PARALLEL", "4", _positive_int,
+                                "Sequences one loaded model decodes together in a worker")
+    max_queue: int = setting("CORRAL_MAX_QUEUE", "512", _positive_int,
+                             "Interactive requests that may wait before new ones get 503")
+    max_loaded_models: int = setting("CORRAL_MAX_LOADED_MODELS", "2", _positive_int,
+                                     "Models one worker keeps loaded at once (LRU beyond)")
+    origins: tuple[str, ...] = setting("CORRAL_ORIGINS", "", _origins,
+                                       "Extra allowed CORS origins, comma separated")
+    debug: bool = setting("CORRAL_DEBUG", "false", _parse_bool, "Verbose logging")
+    load_timeout: float = setting(
+        "CORRAL_LOAD_TIMEOUT", "5m", parse_duration,
+        "How long a request waits for a worker to take it and load its model before 503")
+    num_ctx: int = setting("CORRAL_NUM_CTX", "2048", _positive_int,
+                           "Default context length of one sequence, in tokens")
+    num_threads: int = setting("CORRAL_NUM_THREADS", "0", _non_negative_int,
+                               "Decode threads per model; 0 = the machine's cores")
+    queues: str = setting("CORRAL_QUEUES", "cpu", str,
+                          "Queues a worker started by `corral serve` consumes")
+    device: str = setting("CORRAL_DEVICE", "cpu", str,
+                          "Device label of this worker, recorded in each job row")
+    result_ttl: float = setting(
+        "CORRAL_RESULT_TTL", "24h", parse_duration,
+        "How long a job's events and results stay in Redis (the database keeps history)")
+    registry_mirrors: tuple[tuple[str, str], ...] = setting(
+        "CORRAL_REGISTRY_MIRRORS", "", _mirrors,
+        "Registry hosts pulled from another base URL: host=url,... "
+        "(e.g. registry.ollama.ai=http://mirror:5000)")
+    hf_endpoint: str = setting("CORRAL_HF_ENDPOINT", "https://huggingface.co", _base_url,
+                               "Hugging Face Hub address used for hf.co/<user>/<repo> pulls")
+    batch_window: int = setting(
+        "CORRAL_BATCH_WINDOW", "64", _positive_int,
+        "Lines of one batch queued or running at once; the rest wait in the database")
+    max_upload: int = setting("CORRAL_MAX_UPLOAD", "200MB", _size,
+                              "Largest batch file /v1/files and /batches accept (larger is 413)")
+    stream_interval: float = setting(
+        "CORRAL_STREAM_INTERVAL", "50ms", _interval,
+        "Shortest time between two streamed chunks of one job, times the sequences its "
+        "model is running; the first token leaves at once, later tokens are joined "
+        "(0 = one chunk per token)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every CORRAL_* variable; raise SettingsError naming the first bad one."""
         env = os.environ if environ is None else environ
-        values = {v.name: _read(v, env) for v in VARIABLES}
-        host, port = values["CORRAL_HOST"]
-        home = Path(values["CORRAL_HOME"]).expanduser()
-        models = values["CORRAL_MODELS"]
-        return cls(
-            host=host,
-            port=port,
-            home=home,
-            models=Path(models).expanduser() if models else None,
-            redis_url=values["CORRAL_REDIS_URL"] or None,
-            database_url=values["CORRAL_DATABASE_URL"] or None,
-            keep_alive=values["CORRAL_KEEP_ALIVE"],
-            num_parallel=values["CORRAL_NUM_PARALLEL"],
-            max_queue=values["CORRAL_MAX_QUEUE"],
-            max_loaded_models=values["CORRAL_MAX_LOADED_MODELS"],
-            origins=tuple(values["CORRAL_ORIGINS"]),
-            debug=values["CORRAL_DEBUG"],
-            load_timeout=values["CORRAL_LOAD_TIMEOUT"],
-            num_ctx=values["CORRAL_NUM_CTX"],
-            num_threads=values["CORRAL_NUM_THREADS"],
-            queues=values["CORRAL_QUEUES"],
-            device=values["CORRAL_DEVICE"],
-            result_ttl=values["CORRAL_RESULT_TTL"],
-            registry_mirrors=values["CORRAL_REGISTRY_MIRRORS"],
-            hf_endpoint=values["CORRAL_HF_ENDPOINT"],
-            batch_window=values["CORRAL_BATCH_WINDOW"],
-            max_upload=values["CORRAL_MAX_UPLOAD"],
-            stream_interval=values["CORRAL_STREAM_INTERVAL"],
-        )
+        values = {v.name: v.read(env) for v in _variables(cls)}  # each parsed once, in order
+        fields = {}
+        for f in _declared(cls):
+            variable, part = f.metadata[_VARIABLE_KEY], f.metadata[_PART_KEY]
+            fields[f.name] = _pick(values[variable.name], part)
+        return cls(**fields)
 
     @property
     def models_dir(self) -> Path:
@@ -279,16 +288,22 @@ class Settings:
         return self.num_threads or os.cpu_count() or 1
 
 
-def _read(variable: Variable, env: Mapping[str, str]) -> Any:
-    raw = env.get(variable.name)
-    if raw is None or raw == "":
-        if variable.default is None:
-            return None
-        raw = variable.default
-    try:
-        return variable.parse(raw)
-    except (ValueError, TypeError) as exc:
-        raise SettingsError(f"{variable.name}={raw!r} is invalid: {exc}") from None
+def _declared(cls: type[Settings]) -> list[dataclasses.Field[Any]]:
+    """The fields of `cls` that an environment variable fills."""
+    return [f for f in dataclasses.fields(cls) if _VARIABLE_KEY in f.metadata]
+
+
+def _variables(cls: type[Settings]) -> tuple[Variable, ...]:
+    """Each variable once, in field order; one name declared twice is a mistake, so refuse it."""
+    seen: dict[str, Variable] = {}
+    for f in _declared(cls):
+        variable = f.metadata[_VARIABLE_KEY]
+        if seen.setdefault(variable.name, variable) is not variable:
+            raise TypeError(f"{variable.name} is declared by two Settings fields")
+    return tuple(seen.values())
+
+
+VARIABLES: tuple[Variable, ...] = _variables(Settings)
 
 
 def describe(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
