@@ -4,13 +4,17 @@ Expected outputs for the library templates are the ones in Ollama's template/tes
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import service.models.template as template_rules
 from service.core.errors import InvalidRequest
-from service.models.template import Template, render_chat
+from service.models.template import Template, parsed, render_chat
+from workers.prompt import build_prompt
 
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -115,7 +119,8 @@ def test_chatml_template() -> None:
 
 
 def test_llama32_template_with_system() -> None:
-    prompt = render_chat(Template(LLAMA32), CONVERSATION[1:], system="You are a pirate.")
+    messages = [{"role": "system", "content": "You are a pirate."}, *CONVERSATION[1:]]
+    prompt = render_chat(Template(LLAMA32), messages)
     assert prompt == (
         "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n"
         "You are a pirate.<|eot_id|>"
@@ -179,7 +184,7 @@ def test_legacy_vicuna_template_leaves_the_last_turn_open() -> None:
 def test_legacy_template_without_response_gets_one_appended() -> None:
     template = Template("{{ .System }} USER: {{ .Prompt }} ASSISTANT:")
     assert not template.uses_messages
-    prompt = render_chat(template, CONVERSATION[1:], system="Be brief.")
+    prompt = render_chat(template, [{"role": "system", "content": "Be brief."}, *CONVERSATION[1:]])
     assert prompt == (
         "Be brief. USER: Hello, how are you? ASSISTANT:I'm doing great. How can I help you today?"
         " USER: I'd like to show off how chat templating works! ASSISTANT:"
@@ -219,12 +224,90 @@ def test_legacy_template_continues_a_partial_assistant_message() -> None:
     )
 
 
-def test_system_is_prepended_only_when_missing() -> None:
-    template = Template(CHATML)
-    with_own = render_chat(template, CONVERSATION, system="Ignored.")
-    assert "Ignored." not in with_own
-    added = render_chat(template, CONVERSATION[1:2], system="Be brief.")
-    assert added.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
+def prompt_for(template: str, body: dict[str, Any], kind: str, system: str | None = None) -> str:
+    """build_prompt as a worker runs it, for a model with this TEMPLATE and SYSTEM."""
+    model = SimpleNamespace(template=template, system=system, messages=[])
+    return build_prompt(model, body, kind, SimpleNamespace(chat_template=None))
+
+
+HI = {"role": "user", "content": "Hi"}
+BE_BRIEF = {"role": "system", "content": "Be brief."}
+SYSTEM_THEN_TURNS = (
+    '{{ .System }}|{{ range .Messages }}{{ if ne .Role "system" }}'
+    "{{ .Role }}:{{ .Content }};{{ end }}{{ end }}"
+)
+SHOWS_SYSTEM = pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (SYSTEM_THEN_TURNS, "Be brief.|user:Hi;"),
+        ("{{ range .Messages }}{{ .Role }}:{{ .Content }};{{ end }}", "system:Be brief.;user:Hi;"),
+        ("{{ .System }} USER: {{ .Prompt }} ASSISTANT:", "Be brief. USER: Hi ASSISTANT:"),
+    ],
+)
+
+
+@SHOWS_SYSTEM
+def test_a_system_message_passes_through_render_chat_once(text: str, expected: str) -> None:
+    """render_chat takes the system prompt from the messages only, and adds none of its own."""
+    assert render_chat(Template(text), [BE_BRIEF, HI]) == expected
+
+
+@SHOWS_SYSTEM
+@pytest.mark.parametrize(
+    ("kind", "body", "model_system"),
+    [
+        ("chat", {"messages": [HI]}, "Be brief."),
+        ("chat", {"messages": [BE_BRIEF, HI]}, "Ignored."),
+        ("generate", {"prompt": "Hi"}, "Be brief."),
+        ("generate", {"prompt": "Hi", "system": "Be brief."}, "Ignored."),
+    ],
+)
+def test_the_system_prompt_reaches_the_template_once(
+    text: str, expected: str, kind: str, body: dict[str, Any], model_system: str
+) -> None:
+    """The model's SYSTEM applies only when the request brings none, and whichever applies is
+    in the prompt once: in .System, and once among .Messages."""
+    assert prompt_for(text, body, kind, system=model_system) == expected
+
+
+def test_every_system_message_is_collated_where_it_stands() -> None:
+    """As in Ollama: all system texts join in .System, and the turns keep their order."""
+    messages = [
+        {"role": "system", "content": "A"},
+        HI,
+        {"role": "system", "content": "B"},
+        {"role": "user", "content": "Again"},
+    ]
+    prompt = prompt_for(SYSTEM_THEN_TURNS, {"messages": messages}, "chat", system="Ignored.")
+    assert prompt == "A\n\nB|user:Hi;user:Again;"
+
+
+def test_a_template_text_is_parsed_once_for_many_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_parse = template_rules.parse
+
+    def counting_parse(text: str) -> list:
+        calls.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(template_rules, "parse", counting_parse)
+    marker = uuid.uuid4().hex  # a text this process has not cached yet
+    text = "{{ .Prompt }} " + marker
+    first = prompt_for(text, {"prompt": "Q"}, "generate")
+    second = prompt_for(text, {"prompt": "Q"}, "generate")
+    assert first == second == f"Q {marker}"
+    assert calls == [text]
+    assert parsed(text) is parsed(text)
+
+
+def test_a_shared_template_is_not_changed_by_rendering() -> None:
+    """Jobs share the cached Template, so one render must not leak into the next."""
+    template = parsed(VICUNA)
+    before = render_chat(template, CONVERSATION)
+    render_chat(template, [{"role": "user", "content": "Other"}])
+    render_chat(template, CONVERSATION[:2])
+    assert render_chat(template, CONVERSATION) == before
+    assert template.render_prompt({"Prompt": "Q"}) == "USER: Q\nASSISTANT: "
 
 
 def test_consecutive_messages_of_a_role_are_merged() -> None:

@@ -16,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from service.core.errors import InvalidRequest
 from service.models.store import Model
-from service.models.template import Template, render_chat
+from service.models.template import parsed, render_chat
 from workers.engine import Options
 from workers.sampling import GrammarError, grammar_for_format
 
@@ -54,21 +54,20 @@ def messages_for(model: Model, request: dict[str, Any], kind: str) -> list[dict[
 
 
 def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any) -> str:
-    """Render the prompt for a generate (raw or templated) or chat request."""
+    """Render the prompt for a generate (raw or templated) or chat request. The conversation
+    from messages_for, system message included, goes to whichever template applies as it is."""
     if kind == "generate" and request.get("raw"):
         return request.get("prompt", "")
     messages = messages_for(model, request, kind)
     go_template = request.get("template") or model.template
     if go_template:
-        system = next((m["content"] for m in messages if m["role"] == "system"), None)
-        turns = [m for m in messages if m["role"] != "system"]
-        return render_chat(Template(go_template), turns, system)
+        return render_chat(parsed(go_template), messages)
     if engine.chat_template:
         return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token)
     return "".join(f"{m['content']}\n" for m in messages)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=16)  # sized like service.models.template.parsed, the Go-template cache
 def _compile(source: str):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise

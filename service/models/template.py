@@ -6,13 +6,16 @@ sees, as Ollama's Template.Execute does (system collation, legacy Prompt/Respons
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from service.models.gotemplate import cut_after_response, execute, fail, identifiers, parse
 
 
 class Template:
-    """A parsed template; `render` fills it from a dict of Go-style names (System, Messages)."""
+    """A parsed template; `render` fills it from a dict of Go-style names (System, Messages).
+
+    Rendering only reads the parsed nodes, so one Template can serve many jobs at once."""
 
     def __init__(self, text: str) -> None:
         if not isinstance(text, str):
@@ -35,28 +38,36 @@ class Template:
         """Execute the template with `values` as both `.` and `$`."""
         return execute(self._nodes, values)
 
+    def render_prompt(self, values: dict[str, Any]) -> str:
+        """Execute the template only up to its first {{ .Response }}, so the prompt ends where
+        the model's reply begins (the last turn of a legacy template)."""
+        return execute(self._prompt_nodes, values)
+
     def __str__(self) -> str:
         return self.text
 
 
-def render_chat(
-    template: Template, messages: list[dict[str, Any]], system: str | None = None
-) -> str:
-    """Build a prompt from chat messages the way Ollama's Template.Execute does, leaving the
-    assistant's turn open. `system` (the model's SYSTEM) is prepended unless the first message
-    already is a system message."""
-    msgs = [dict(m) for m in messages]
-    if system and (not msgs or msgs[0].get("role") != "system"):
-        msgs.insert(0, {"role": "system", "content": system})
-    system_text, collated = _collate(msgs)
+@lru_cache(maxsize=16)
+def parsed(text: str) -> Template:
+    """The Template for `text`, parsed once: every job of a model carries the same TEMPLATE,
+    and a shared Template is safe because rendering never changes it."""
+    return Template(text)
+
+
+def render_chat(template: Template, messages: list[dict[str, Any]]) -> str:
+    """Build a prompt from a whole conversation the way Ollama's Template.Execute does, leaving
+    the assistant's turn open. System messages are part of `messages` (the caller decides
+    which SYSTEM applies); their texts are joined into .System."""
+    system, collated = _collate(messages)
     values = {"Tools": [], "Response": "", "Think": False, "IsThinkSet": False}
     if template.uses_messages:
-        return template.render({**values, "System": system_text, "Messages": collated})
+        return template.render({**values, "System": system, "Messages": collated})
     return _render_legacy(template, collated, values)
 
 
 def _collate(msgs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """Join all system texts, and merge consecutive messages of one role (except tool)."""
+    """Join all system texts, and merge consecutive messages of one role (except tool), on
+    copies so the caller's messages stay as they were."""
     system = [m.get("content") or "" for m in msgs if m.get("role") == "system"]
     collated: list[dict[str, Any]] = []
     for m in msgs:
@@ -84,5 +95,5 @@ def _render_legacy(template: Template, msgs: list[dict[str, Any]], base: dict[st
         key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(role)
         if key:
             turn[key] = content
-    out.append(execute(template._prompt_nodes, {**base, **turn}))
+    out.append(template.render_prompt({**base, **turn}))
     return "".join(out)
