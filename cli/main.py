@@ -1,29 +1,69 @@
-"""The `corral` command: one group, with subcommands from one module per command group."""
+"""The `corral` command: one group, with subcommands from one module per command group.
+
+Subcommands are loaded lazily (click's LazyGroup pattern), so that `corral list` imports only
+the module of `list` and the HTTP client, never the service's workers, queue or database.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
-from cli.batch import batch
-from cli.jobs import jobs
-from cli.models import copy, create, list_models, ps, pull, remove, show, stop
-from cli.report import report
-from cli.run import run
-from cli.serve import env_command, serve, worker
 from service.core.version import __version__
 
+# Command name -> "module:attribute" of its click command; imported when first asked for.
+SUBCOMMANDS: dict[str, str] = {
+    "batch": "cli.batch:batch",
+    "cp": "cli.models:copy",
+    "create": "cli.models:create",
+    "env": "cli.serve:env_command",
+    "jobs": "cli.jobs:jobs",
+    "list": "cli.models:list_models",
+    "ps": "cli.models:ps",
+    "pull": "cli.models:pull",
+    "report": "cli.report:report",
+    "rm": "cli.models:remove",
+    "run": "cli.run:run",
+    "serve": "cli.serve:serve",
+    "show": "cli.models:show",
+    "stop": "cli.models:stop",
+    "worker": "cli.serve:worker",
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on use: starting one command does not pay for
+    the imports of every other (`corral list` must not load Celery or SQLAlchemy)."""
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = dict(lazy_subcommands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every name, eager and lazy, sorted as click sorts a plain group's commands."""
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands:
+            return self._load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _load(self, cmd_name: str) -> click.Command:
+        """Import the command's module and return the click command it names."""
+        module_name, attribute = self.lazy_subcommands[cmd_name].split(":", 1)
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module_name}:{attribute} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
 @click.version_option(__version__, prog_name="corral")
 def cli() -> None:
     """corral: run open GGUF models locally through a job queue."""
-
-
-for command in (serve, worker, env_command, create, list_models, remove, run, batch):
-    cli.add_command(command)
-for command in (show, copy, pull, ps, stop, jobs):
-    cli.add_command(command)
-cli.add_command(report)
 
 
 def main() -> None:

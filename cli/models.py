@@ -11,8 +11,6 @@ from typing import Any
 import click
 
 from cli.client import Client
-from service.core.errors import InvalidRequest
-from service.models.modelfile import parse_modelfile
 
 
 def _sha256(path: Path) -> str:
@@ -41,6 +39,11 @@ def _local_file(source: str, base: Path) -> Path | None:
 def create_request(client: Client, name: str, modelfile_path: Path) -> dict[str, Any]:
     """Turn a Modelfile into Ollama's create fields, uploading the files it names (as
     `ollama create` does: the server may not see this machine's files)."""
+    # Imported here, not at the top: only `create -f` parses a Modelfile, and other commands
+    # (`corral list`) should not pay for loading the parser.
+    from service.core.errors import InvalidRequest
+    from service.models.modelfile import parse_modelfile
+
     try:
         modelfile = parse_modelfile(modelfile_path.read_text())
     except InvalidRequest as exc:

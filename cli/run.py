@@ -11,8 +11,6 @@ import click
 
 from cli.client import APIError, Client
 from cli.models import describe
-from service.core.errors import InvalidRequest
-from service.models.modelfile import parse_modelfile
 
 HELP = """Available Commands:
   /set parameter NAME VALUE   Set a parameter (e.g. temperature, num_predict)
@@ -117,6 +115,10 @@ class Session:
 
     def _set(self, args: list[str]) -> bool:
         if len(args) >= 3 and args[0] == "parameter":
+            # Imported here, not at the top: only `/set parameter` parses Modelfile text.
+            from service.core.errors import InvalidRequest
+            from service.models.modelfile import parse_modelfile
+
             name, value = args[1], " ".join(args[2:])
             try:
                 parsed = parse_modelfile(f"FROM _\nPARAMETER {name} {value}\n").parameters

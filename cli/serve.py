@@ -1,4 +1,9 @@
-"""Commands that start processes: `corral serve`, `corral worker`, `corral env`."""
+"""Commands that start processes: `corral serve`, `corral worker`, `corral env`.
+
+Unlike the client commands, these run the service, so they use its internals; they import
+the heavy ones (Redis, the Celery queue, the database, the workers) inside the commands, so
+that `corral --help`, which loads this module to list them, stays cheap.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,7 @@ from pathlib import Path
 import click
 
 from service.core.errors import SettingsError
-from service.core.redis_server import EmbeddedRedis
 from service.core.settings import Settings, describe
-from service.jobs.queue import consumed_queues
 
 
 def load_settings() -> Settings:
@@ -91,6 +94,7 @@ def worker_command(queues: str) -> list[str]:
 def serve(no_worker: bool) -> None:
     """Start corral: embedded Redis (unless CORRAL_REDIS_URL), the API and one worker."""
     from service.core.db import upgrade
+    from service.core.redis_server import EmbeddedRedis
 
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -130,6 +134,8 @@ def _safe(url: str) -> str:
 @click.option("--loglevel", default="WARNING", show_default=True)
 def worker(queues: str | None, loglevel: str) -> None:
     """Run a Celery worker that loads models and decodes jobs from the given queues."""
+    from service.core.redis_server import EmbeddedRedis
+    from service.jobs.queue import consumed_queues
     from workers.celery_app import create_celery
 
     settings = load_settings()
