@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,21 +11,13 @@ import pytest
 from service.models.store import ModelStore
 from tests.conftest import running_worker
 from tests.test_pull import TEMPLATE
+from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
 
 
 def ndjson(response) -> list[dict]:
     return [json.loads(x) for x in response.get_data(as_text=True).splitlines() if x]
-
-
-def eventually(check, timeout: float = 10.0):
-    """Poll until check() is truthy (control messages are broadcast, not awaited)."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return result
 
 
 @pytest.fixture
@@ -123,6 +114,10 @@ def test_ps_shows_what_workers_loaded_and_an_empty_chat_loads_and_unloads(
 def test_stop_and_delete_unload_the_model_on_every_worker(fleet_settings, fclient, fworker,
                                                           with_smollm2):
     with running_worker(fleet_settings) as second:
+
+        def both_loaded() -> tuple[list, list]:
+            return fworker.pool.loaded(), second.pool.loaded()
+
         model = with_smollm2.resolve(MODEL)
         for runtime in (fworker, second):  # loaded on both workers, kept forever
             runtime.pool.acquire("pinned", model, {"name": MODEL})
@@ -132,13 +127,17 @@ def test_stop_and_delete_unload_the_model_on_every_worker(fleet_settings, fclien
         res = fclient.post("/api/generate", json={"model": MODEL, "keep_alive": 0,
                                                   "stream": False})  # what `corral stop` sends
         assert res.get_json()["done_reason"] == "unload"
-        eventually(lambda: not fworker.pool.loaded() and not second.pool.loaded())
-        eventually(lambda: fclient.get("/api/ps").get_json()["models"] == [])
+        # Unloading reaches the other worker by a control message, broadcast and not awaited.
+        wait_until(both_loaded, ready=lambda loaded: loaded == ([], []), interval=0.1,
+                   message="both workers to unload the model")
+        wait_until(lambda: fclient.get("/api/ps").get_json()["models"], ready=lambda m: m == [],
+                   interval=0.1, message="/api/ps to show no model")
 
         fclient.post("/api/chat", json={"model": MODEL, "messages": [], "stream": False})
-        eventually(lambda: fworker.pool.loaded() or second.pool.loaded())
+        wait_until(both_loaded, ready=any, interval=0.1, message="a worker to load the model")
         assert fclient.delete("/api/delete", json={"model": MODEL}).status_code == 200
-        eventually(lambda: not fworker.pool.loaded() and not second.pool.loaded())
+        wait_until(both_loaded, ready=lambda loaded: loaded == ([], []), interval=0.1,
+                   message="both workers to unload the deleted model")
     assert fclient.get("/api/tags").get_json() == {"models": []}
 
 

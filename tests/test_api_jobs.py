@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
 
 from tests.conftest import running_worker
+from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
 
@@ -22,13 +22,9 @@ def submit(client, prompt="Say hi.", headers=None, **fields):
 
 
 def wait_finished(client, job_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").get_json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_until(lambda: client.get(f"/jobs/{job_id}").get_json(), timeout,
+                      ready=lambda job: job["status"] in ("succeeded", "failed", "cancelled"),
+                      message=f"job {job_id} to finish")
 
 
 def sse(text: str) -> list[tuple[str, str, dict]]:
@@ -99,10 +95,8 @@ def test_cancel_a_queued_job_and_it_never_runs(settings, app, client):
 def test_cancel_a_running_job_keeps_partial_output(client, worker):
     job_id = submit(client, prompt="Write a long essay about rivers.",
                     options={"num_predict": 2000, "temperature": 0.8})
-    deadline = time.monotonic() + 60
-    while not client.get(f"/jobs/{job_id}").get_json()["output"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: client.get(f"/jobs/{job_id}").get_json()["output"], 60,
+               message="the running job's first output")
     res = client.delete(f"/jobs/{job_id}")
     job = res.get_json()
     assert res.status_code == 200 and job["status"] == "cancelled"

@@ -10,6 +10,7 @@ import pytest
 from service.jobs.records import JobStatus
 from service.models.store import ModelStore
 from tests.conftest import running_worker
+from tests.waiting import wait_until
 
 GREEDY = {"temperature": 0, "num_predict": 12}
 STATS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
@@ -221,8 +222,6 @@ def test_tags_version_and_root(client):
 
 
 def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker):
-    import time
-
     res = client.post("/api/generate", json={"model": "smollm2:135m",
                                              "prompt": "Write a long story.",
                                              "options": {"num_predict": 2000}}, buffered=False)
@@ -230,10 +229,8 @@ def test_client_hanging_up_mid_stream_cancels_the_generation(app, client, worker
     first = json.loads(next(chunks))
     assert first["done"] is False
     res.close()
-    deadline = time.monotonic() + 30
-    while (job := job_rows(app)[0]).status == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job = wait_until(lambda: job_rows(app)[0], 30, ready=lambda job: job.status != "running",
+                     message="the job to stop running once the client hung up")
     assert job.status == "cancelled" and job.done_reason == "cancel"
     assert 0 < job.eval_count < 2000
 

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from service.http.batch_lines import parse_line
 from service.jobs.kinds import JobKind
 from service.jobs.records import Job
 from tests.conftest import running_worker
+from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
 ENDED = ("completed", "failed", "cancelled", "expired")
@@ -42,13 +42,8 @@ def post_batch(client, body: str, key: str | None = None, model: str | None = MO
 
 
 def wait_for(client, batch_id: str, until=lambda b: b["status"] in ENDED, timeout=600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = client.get(f"/batches/{batch_id}").get_json()
-        if until(data):
-            return data
-        time.sleep(0.2)
-    raise AssertionError(f"batch never reached the state: {data}")
+    return wait_until(lambda: client.get(f"/batches/{batch_id}").get_json(), timeout, 0.2,
+                      ready=until, message=f"batch {batch_id} to reach the state")
 
 
 def results(client, batch_id: str) -> list[dict]:
@@ -210,15 +205,17 @@ def test_the_window_bounds_batch_jobs_waiting_in_redis(settings):
         assert sorted(fed) == [1, 2, 3, 4, 5]
         waiting, live = [], []
         store = BatchStore(queue, 5)
+
+        def sample() -> dict:
+            """The batch, noting how many of its jobs wait in Redis and are in flight."""
+            batch = client.get(f"/batches/{batch_id}").get_json()
+            waiting.append(queue.waiting("cpu.batch"))
+            live.append(len(store.in_flight(store.get(batch_id))))
+            return batch
+
         with running_worker(dataclasses.replace(settings, batch_window=5)):
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                batch = client.get(f"/batches/{batch_id}").get_json()
-                waiting.append(queue.waiting("cpu.batch"))
-                live.append(len(store.in_flight(store.get(batch_id))))
-                if batch["status"] in ENDED:
-                    break
-                time.sleep(0.05)
+            batch = wait_until(sample, 300, ready=lambda b: b["status"] in ENDED,
+                               message=f"batch {batch_id} to end")
         assert batch["status"] == "completed" and batch["counts"]["succeeded"] == 30
         assert max(waiting) <= 5 and max(live) <= 5 and max(live) >= 2
         assert len(batch_jobs(app, batch_id)) == 30

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from service.jobs.events import Subscriber
+from tests.waiting import wait_until
 from workers.detok import TextAssembler
 from workers.engine import Engine, EngineError, GrammarError, ModelLoadError, Options, Stream
 from workers.prefix_cache import Plan, PrefixCache
@@ -33,6 +33,9 @@ MODEL = list(_spec.submodule_search_locations)[0] + "/SmolLM2-135M-Instruct.Q4_1
 
 pytestmark = pytest.mark.model
 
+# For wait_until on what the decode thread sets: it moves on every few ms, so poll at 1 ms to
+# act within a step of the state a test waits for.
+DECODE = {"timeout": 30.0, "interval": 0.001}
 GREEDY = Options(temperature=0, num_predict=1)
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # a raw prompt the model continues without ending
 PERSON = {
@@ -59,14 +62,6 @@ def cached_engine() -> Iterator[Engine]:
 def chat(engine: Engine, text: str) -> list[int]:
     """Tokenize one user turn in SmolLM2's ChatML template."""
     return engine.tokenize(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll condition (set by the decode thread) until true; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the engine"
-        time.sleep(0.001)
 
 
 def assert_logits_close(alone: np.ndarray, batched: np.ndarray) -> None:
@@ -117,10 +112,10 @@ def test_joining_and_cancelled_sequences_leave_anothers_logits_unchanged(engine:
     reference.result()
 
     watched = engine.submit(prompt, options, keep_logits=steps)
-    wait_until(lambda: len(watched.tokens) >= 3)
+    wait_until(lambda: len(watched.tokens) >= 3, **DECODE)
     joiner = engine.submit(chat(engine, "What is the tallest mountain?"), options)
     leaver = engine.submit(chat(engine, "Write a poem about the sea."), Options(temperature=0))
-    wait_until(lambda: len(leaver.tokens) >= 2)
+    wait_until(lambda: len(leaver.tokens) >= 2, **DECODE)
     leaver.cancel()
     tokens_when_cancelled = len(watched.tokens)
     watched.result()
@@ -183,11 +178,11 @@ def test_cancel_frees_the_slot_for_a_waiting_request_and_keeps_partial_text(
     options = Options(temperature=0, num_predict=400)
     busy = [engine.submit(prompt, options) for _ in range(engine.n_parallel)]
     waiting = engine.submit(prompt, options)
-    wait_until(lambda: all(len(s.tokens) >= 2 for s in busy))
+    wait_until(lambda: all(len(s.tokens) >= 2 for s in busy), **DECODE)
     assert waiting.first_token_time is None and engine.active() == engine.n_parallel + 1
 
     busy[0].cancel()
-    wait_until(lambda: waiting.first_token_time is not None)
+    wait_until(lambda: waiting.first_token_time is not None, **DECODE)
     streamed = "".join(busy[0])
     completion = busy[0].completion
     assert completion is not None and completion.done_reason == "cancel"
@@ -196,7 +191,7 @@ def test_cancel_frees_the_slot_for_a_waiting_request_and_keeps_partial_text(
     for stream in [*busy[1:], waiting]:
         stream.cancel()
         assert stream.result().done_reason == "cancel"
-    wait_until(lambda: engine.active() == 0)
+    wait_until(lambda: engine.active() == 0, **DECODE)
 
 
 def test_counters_are_positive_and_consistent(engine: Engine) -> None:
@@ -258,7 +253,7 @@ def test_close_cancels_streams_and_is_idempotent() -> None:
     prompt = engine.tokenize(COUNTING)
     running = engine.submit(prompt, Options(temperature=0, num_predict=100))
     queued = engine.submit(prompt, Options(temperature=0))
-    wait_until(lambda: len(running.tokens) >= 1)
+    wait_until(lambda: len(running.tokens) >= 1, **DECODE)
     engine.close()
     assert running.result().done_reason == "cancel"
     assert isinstance(queued, Stream) and queued.result().done_reason == "cancel"

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from service.core.settings import FOREVER
+from tests.waiting import wait_until
 from workers.model_pool import ModelPool
 
 
@@ -102,13 +103,20 @@ def test_negative_keep_alive_keeps_forever(clock):
 
 
 def test_model_in_use_is_not_evicted_a_waiter_gets_room_when_released(clock):
-    pool, _ = make_pool(clock, max_loaded=1)
+    readers = []  # the threads that read the clock: acquire does, holding the pool's lock
+
+    def read_clock() -> float:
+        readers.append(threading.current_thread())
+        return clock()
+
+    pool, _ = make_pool(read_clock, max_loaded=1)
     a, _ = pool.acquire("a", "a")
     got = []
     waiter = threading.Thread(target=lambda: got.append(pool.acquire("b", "b")))
     waiter.start()
-    waiter.join(0.3)
-    assert waiter.is_alive() and not a.closed
+    wait_until(lambda: waiter in readers, message="the waiter to look for room")
+    pool.loaded()  # takes the pool's lock: the waiter has let go of it, to wait for room
+    assert waiter.is_alive() and not got and not a.closed
     pool.release("a")
     waiter.join(5)
     assert got and a.closed

@@ -7,13 +7,13 @@ import contextlib
 import dataclasses
 import io
 import json
-import time
 
 import openai
 import pytest
 
 from service.http.app import create_app
 from tests.conftest import openai_client
+from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
 ENDED = ("completed", "failed", "cancelled", "expired")
@@ -50,13 +50,9 @@ def upload(api: openai.OpenAI, lines: list, name: str = "requests.jsonl"):
 
 
 def poll(api: openai.OpenAI, batch_id: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = api.batches.retrieve(batch_id)
-        if batch.status in ENDED:
-            return batch
-        time.sleep(0.3)
-    raise AssertionError(f"batch still {batch.status}")
+    return wait_until(lambda: api.batches.retrieve(batch_id), timeout, 0.3,
+                      ready=lambda batch: batch.status in ENDED,
+                      message=lambda batch: f"batch {batch_id} to end (still {batch.status})")
 
 
 def jsonl(content) -> list[dict]:
@@ -135,8 +131,8 @@ def test_cancel_stops_a_batch_and_reports_its_unfinished_requests(serve, setting
     with running_worker(dataclasses.replace(settings, batch_window=2, num_parallel=2)):
         batch = api.batches.create(input_file_id=upload(api, lines).id,
                                    endpoint="/v1/chat/completions", completion_window="24h")
-        while api.batches.retrieve(batch.id).request_counts.completed < 1:
-            time.sleep(0.2)
+        wait_until(lambda: api.batches.retrieve(batch.id).request_counts.completed, 300, 0.2,
+                   message="the batch's first completed request")
         cancelling = api.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
         batch = poll(api, batch.id)

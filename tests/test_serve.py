@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import ollama
 import pytest
 
 from service.core.redis_server import free_port
+from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 10}
@@ -41,16 +41,15 @@ class Served:
         self._wait_up()
 
     def _wait_up(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> bool:
             assert self.process.poll() is None, "corral serve exited early"
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1) as res:
-                    if res.read() == b"corral is running":
-                        return
+                    return res.read() == b"corral is running"
             except OSError:
-                time.sleep(0.2)
-        raise AssertionError("corral serve did not come up")
+                return False
+
+        wait_until(up, timeout, 0.2, message=f"corral serve to answer at {self.url}")
 
     def corral(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env,
@@ -147,15 +146,11 @@ def test_queued_jobs_survive_a_restart_and_sigterm_stops_everything(tmp_path, mo
 
     second = Served(home)
     try:
-        deadline = time.monotonic() + 120
-        status = None
-        while time.monotonic() < deadline:
-            job = json.loads(urllib.request.urlopen(f"{second.url}/jobs/{job_id}").read())
-            status = job["status"]
-            if status in ("succeeded", "failed"):
-                break
-            time.sleep(0.3)
-        assert status == "succeeded" and job["output"]
+        job = wait_until(
+            lambda: json.loads(urllib.request.urlopen(f"{second.url}/jobs/{job_id}").read()),
+            120, 0.3, ready=lambda job: job["status"] in ("succeeded", "failed"),
+            message=f"the queued job {job_id} to run after the restart")
+        assert job["status"] == "succeeded" and job["output"]
     finally:
         assert second.stop() == 0
 

@@ -1,5 +1,5 @@
 """Stream: the reader's side of one sequence, paced into chunks (workers/stream.py), and the
-pace the runner gives it (generate.stream_pace).
+pace the runner gives it (workers.kinds.generate.stream_pace).
 
 The engine's decode thread is the only writer of a Stream; here a plain thread writes in its
 place, so the pacing is tested on its own, and tests/test_api_ollama.py checks it end to end.
@@ -7,7 +7,6 @@ place, so the pacing is tested on its own, and tests/test_api_ollama.py checks i
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 
@@ -43,23 +42,65 @@ def write_later(*steps) -> threading.Thread:
     return thread
 
 
-def test_first_piece_leaves_at_once_and_later_pieces_are_joined_per_interval():
+# Stream.chunks is a generator: between two next() calls the reader is holding back, so what a
+# test puts then has "arrived meanwhile", with no thread and no sleep deciding the grouping. It
+# takes a chunk's first piece inside the next() that returns it, so a time read before that
+# call is at most when the chunk started, and the interval is counted from there.
+
+
+def test_the_first_piece_leaves_at_once_and_what_arrives_meanwhile_joins_the_next_chunk():
     stream = Stream()
+    asked = []
+
+    def pace() -> float:
+        asked.append(time.monotonic())
+        return 0.5
+
     stream._put("a")
-    writer = write_later(0.05, lambda: stream._put("b"), lambda: stream._put("c"), 0.05,
-                         lambda: stream._put("d"), 1.2, lambda: stream._put("e"),
+    chunks = stream.chunks(pace)
+    before_a = time.monotonic()
+    assert next(chunks) == "a"
+    assert asked == []  # no interval asked for, so none waited out, before the first chunk
+    for piece in "bcd":
+        stream._put(piece)
+    assert next(chunks) == "bcd"
+    assert time.monotonic() - before_a >= 0.5 - 0.001  # b, c and d waited for the interval
+    stream._put("e")
+    stream._end(DONE)
+    assert list(chunks) == ["e"]
+    assert len(asked) == 2  # after "a" and after "bcd"; the end is not paced
+
+
+def test_a_steady_writer_gets_at_most_one_chunk_per_interval_and_all_its_text():
+    interval = 0.1
+    stream = Stream()
+    pieces = [f"{i} " for i in range(30)]
+    # A decoder's pace, about 0.6 s in all: this makes time pass, it awaits nothing.
+    writer = write_later(*[step for p in pieces for step in (lambda p=p: stream._put(p), 0.02)],
                          lambda: stream._end(DONE))
-    started = time.monotonic()
-    chunks, times = read_chunks(stream, 0.5)
+    chunks, before, after = [], [], []
+    reader = stream.chunks(interval)
+    while True:
+        before.append(time.monotonic())
+        text = next(reader, None)
+        after.append(time.monotonic())
+        if text is None:
+            break
+        chunks.append(text)
     writer.join()
-    assert chunks == ["a", "bcd", "e"]
-    assert times[0] - started < 0.4  # the first token did not wait for the interval
-    assert times[1] - times[0] >= 0.45  # b, c and d waited for it, then left together
+    assert "".join(chunks) == "".join(pieces) and all(chunks)
+    assert len(chunks) <= len(pieces)
+    # The k-th chunk started no sooner than k intervals after the first; only the last may
+    # come sooner, woken by the end.
+    for k in range(1, len(chunks) - 1):
+        assert after[k] - before[0] >= k * interval - 0.001, (k, chunks)
 
 
 def test_the_end_does_not_wait_out_the_interval():
     stream = Stream()
     stream._put("a")
+    # The pause lets the reader settle into its 30 s wait, so the end has to wake it; were the
+    # end there first, the wait would not start either: both ways only waking on the end passes.
     writer = write_later(0.1, lambda: stream._put("b"), lambda: stream._end(DONE))
     started = time.monotonic()
     chunks, _ = read_chunks(stream, 30.0)
@@ -92,20 +133,28 @@ def test_an_engine_failure_is_raised_after_the_text_that_came_before_it():
 
 def test_a_callable_interval_is_asked_again_after_every_chunk():
     """The worker passes the pace as a function of the load: a longer interval read after the
-    first chunk holds the next pieces back for that long."""
+    second chunk holds the third back for that long."""
     stream = Stream()
-    paces = itertools.chain([0.0, 0.6], itertools.repeat(0.0))
+    paces = [0.0, 0.6, 0.0]
+    asked = []
+
+    def pace() -> float:
+        asked.append(paces[len(asked)])
+        return asked[-1]
+
     stream._put("a")
-    writer = write_later(0.05, lambda: stream._put("b"), 0.1, lambda: stream._put("c"),
-                         0.8, lambda: stream._put("d"), lambda: stream._end(DONE))
-    chunks, times = [], []
-    for text in stream.chunks(lambda: next(paces)):
-        chunks.append(text)
-        times.append(time.monotonic())
-    writer.join()
-    assert chunks[:2] == ["a", "b"]  # pace 0 after "a": "b" left alone as it came
-    assert "".join(chunks) == "abcd"
-    assert times[2] - times[1] >= 0.55  # after "b" the pace was 0.6 s: "c" waited for it
+    chunks = stream.chunks(pace)
+    assert next(chunks) == "a"
+    stream._put("b")
+    before_b = time.monotonic()
+    assert next(chunks) == "b"
+    assert asked == [0.0]  # asked once, after "a"
+    stream._put("c")
+    assert next(chunks) == "c"
+    assert time.monotonic() - before_b >= 0.6 - 0.001  # asked again after "b": "c" waited
+    stream._end(DONE)
+    assert list(chunks) == []
+    assert asked == paces  # once after each of the three chunks
 
 
 class Running:
