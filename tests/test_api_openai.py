@@ -6,6 +6,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.waiting import wait_until
+
 MODEL = "smollm2:135m"
 CAPITAL = [{"role": "system", "content": "You answer in one word."},
            {"role": "user", "content": "What is the capital of France?"}]
@@ -115,6 +117,19 @@ def test_chat_streams_chunks_that_join_to_the_job_output_then_usage(app, api, cl
     body = raw.get_data(as_text=True)
     assert body.startswith("data: {") and body.endswith("\n\ndata: [DONE]\n\n")
     assert '"usage"' not in body  # only with stream_options.include_usage
+
+
+def test_client_hanging_up_mid_stream_cancels_the_completion(app, api, worker):
+    stream = api.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Write a long story."}],
+        max_tokens=2000, stream=True)
+    first = next(iter(stream))
+    stream.close()  # the official client's way to hang up
+    job = wait_until(lambda: job_of(app, first.id), 30,
+                     ready=lambda job: job.status != "running",
+                     message="the job to stop after the client hung up")
+    assert job.status == "cancelled" and job.done_reason == "cancel"
+    assert 0 < job.eval_count < 2000
 
 
 def test_completions_whole_and_streamed_agree(app, api, worker):
