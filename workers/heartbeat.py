@@ -9,11 +9,8 @@ and then asks /api/ps sees the result of that request.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,14 +34,14 @@ class Heartbeat:
     """
 
     def __init__(self, client: redis.Redis, loaded: Callable[[], list[Loaded]],
-                 details: Callable[[str], dict[str, Any]], *, keep_alive: float,
+                 details: Callable[[str], dict[str, Any]], *, worker_id: str, keep_alive: float,
                  context_length: int) -> None:
         self.client = client
+        self.worker_id = worker_id
         self._loaded = loaded
         self._describe = details
         self.keep_alive = keep_alive
         self.context_length = context_length
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._details: dict[str, dict[str, Any]] = {}
         self._last: tuple = ()
         self._published = 0.0
@@ -54,12 +51,16 @@ class Heartbeat:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(INTERVAL):
+        # At once, then every INTERVAL: the fleet key also says this worker is alive, which
+        # is how a cancel tells a job's dead worker from a live one (service.jobs.fleet.alive).
+        while True:
             try:
                 stale = time.monotonic() - self._published > TTL / 3
                 self.publish(only_if_changed=not stale)
             except (redis.RedisError, OSError):
                 log.warning("could not publish loaded models", exc_info=True)
+            if self._stop.wait(INTERVAL):
+                return
 
     def publish(self, only_if_changed: bool = False) -> None:
         """Write what the pool holds now (skipped when nothing changed, if asked)."""

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from service.core.settings import Settings
-from service.jobs.records import JobStore
+from service.jobs.records import JobStatus, JobStore
 from service.models.store import ModelStore
 from workers.model_pool import ModelPool
 
@@ -52,9 +52,15 @@ class JobContext:
 
     settings: Settings
     hostname: str
+    worker_id: str  # the owner of this worker's leases, as the fleet knows it
     redis: redis.Redis
     jobs: JobStore
     store: ModelStore
     pool: ModelPool
     streams: Streams
     loaded_changed: Callable[[], None]  # tell the fleet at once what is loaded now
+
+    def finish(self, job_id: str, status: JobStatus, **record: Any) -> bool:
+        """Record the end of a job this worker holds; False if it no longer holds it (its
+        lease lapsed and the job went to another worker), and then nothing is sent."""
+        return self.jobs.finish(job_id, status, lease_owner=self.worker_id, **record)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -24,6 +27,7 @@ from service.core.settings import Settings
 from service.jobs.control import Listener
 from service.jobs.events import Publisher
 from service.jobs.kinds import KINDS, JobKind
+from service.jobs.leases import LeaseSweeper
 from service.jobs.queue import JobQueue, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
 from service.models.store import Model, ModelStore
@@ -50,6 +54,8 @@ class Runtime:
     def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
+        # Names this process in the fleet and on every lease it holds.
+        self.worker_id = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.db = make_engine(settings.database)
         self.jobs = JobStore(make_sessionmaker(self.db))
@@ -59,18 +65,25 @@ class Runtime:
                          settings)
         self.batches = BatchStore(queue, settings.batch_window, settings.result_ttl)
         self.feeder = Feeder(self.batches)
+        self.sweeper = LeaseSweeper(self.jobs, queue, self.redis, lease=settings.lease,
+                                    max_attempts=settings.max_attempts,
+                                    result_ttl=settings.result_ttl)
         self.pool = ModelPool(loader or self._load_engine, max_loaded=settings.max_loaded_models,
                               default_keep_alive=settings.keep_alive)
         self.streams = Streams()
         self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,
-                                   keep_alive=settings.keep_alive, context_length=settings.num_ctx)
-        self.context = JobContext(settings, self.hostname, self.redis, self.jobs, self.store,
-                                  self.pool, self.streams, self.heartbeat.publish)
+                                   worker_id=self.worker_id, keep_alive=settings.keep_alive,
+                                   context_length=settings.num_ctx)
+        self.context = JobContext(settings, self.hostname, self.worker_id, self.redis, self.jobs,
+                                  self.store, self.pool, self.streams, self.heartbeat.publish)
         self.control = Listener(self.redis, {"unload": self._on_unload,
                                              "cancel": self._on_cancel})
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="corral-reaper", daemon=True)
         self._reaper.start()
+        self._leases = threading.Thread(target=self._keep_leases, name="corral-leases",
+                                        daemon=True)
+        self._leases.start()
 
     def _load_engine(self, model: Model):
         from workers.engine import Engine
@@ -105,6 +118,23 @@ class Runtime:
                 except Exception:
                     log.exception("sweeping batches failed")
 
+    def _keep_leases(self) -> None:
+        """Renew this worker's leases every third of CORRAL_LEASE, and sweep for lapsed ones
+        (other workers' jobs, or this worker's own from before a restart) as often."""
+        period = self.settings.lease / 3
+        while not self._stop.wait(period):
+            started = time.monotonic()
+            for step in (self._renew, self.sweeper.sweep):
+                try:
+                    step()
+                except Exception:  # the database or Redis is away: try again next period
+                    log.exception("keeping job leases failed")
+            if time.monotonic() - started > period:
+                log.warning("keeping job leases took longer than a third of CORRAL_LEASE")
+
+    def _renew(self) -> None:
+        self.jobs.renew(self.worker_id, self.settings.lease)
+
     def _on_cancel(self, message: dict) -> None:
         self.streams.cancel(message.get("job", ""))
 
@@ -117,6 +147,7 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
+        self._leases.join(5)
         self.control.close()
         self.heartbeat.close()
         self.pool.close()
@@ -127,7 +158,8 @@ class Runtime:
 
     def run(self, job_id: str) -> None:
         """Claim and run one job, then feed its batch's next lines if it has a batch."""
-        job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device)
+        job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device,
+                              owner=self.worker_id, lease=self.settings.lease)
         try:
             if job is not None:
                 self._run(job)
@@ -140,12 +172,18 @@ class Runtime:
     def _run(self, job: Job) -> None:
         """Run one claimed job; never raises for the job's own failures."""
         events = Publisher(self.redis, job.id, self.settings.result_ttl)
-        events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname)
         try:
+            events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname,
+                        attempt=job.attempts)
             handler_for(job.kind)(job, self.context, events)
+        except redis.RedisError as exc:
+            # Redis, not the job, failed: hand the job back; the sweep sends it again once
+            # Redis answers, and the job's followers see it run anew.
+            log.warning("job %s handed back: Redis failed: %s", job.id, exc)
+            self.jobs.release(job.id, self.worker_id)
         except Exception as exc:
             log.warning("job %s failed: %s", job.id, exc)
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            self.jobs.finish(job.id, JobStatus.FAILED, error=message,
-                             metrics={"total_duration": job.elapsed_ns()})
-            events.emit("error", error=message)
+            if self.context.finish(job.id, JobStatus.FAILED, error=message,
+                                   metrics={"total_duration": job.elapsed_ns()}):
+                events.emit("error", error=message)

@@ -62,6 +62,14 @@ def _interval(text: str) -> float:
     return seconds
 
 
+def _positive_duration(text: str) -> float:
+    """Seconds of a duration that must be more than 0."""
+    seconds = _interval(text)
+    if seconds <= 0:
+        raise ValueError("must be more than 0")
+    return seconds
+
+
 def _parse_host(text: str) -> tuple[str, int]:
     """Split "host:port", "host", ":port" or "http://host:port" as Ollama's OLLAMA_HOST does."""
     text = text.strip()
@@ -254,6 +262,13 @@ class Settings:
         "Shortest time between two streamed chunks of one job, times the sequences its "
         "model is running; the first token leaves at once, later tokens are joined "
         "(0 = one chunk per token)")
+    lease: float = setting(
+        "CORRAL_LEASE", "15s", _positive_duration,
+        "How long a worker's hold on a running job lasts unrenewed; after it, the job goes "
+        "to a live worker")
+    max_attempts: int = setting(
+        "CORRAL_MAX_ATTEMPTS", "3", _positive_int,
+        "Times a job may be taken by a worker (and lost) before it fails")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -47,7 +47,24 @@ def follow(kind: JobKind, request: JobRequest, *, resolve: bool = True) -> Follo
     if resolve:
         ctx.store.resolve(request.model)
     job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue)
-    return Following(job, open_events(ctx, job), partial(request_cancel, ctx.redis, job.id))
+    return Following(job, open_events(ctx, job), partial(cancel, ctx, job.id))
+
+
+def cancel(ctx: Services, job_id: str) -> None:
+    """Cancel a job at once if it waits in the queue, else ask its worker to stop it."""
+    if ctx.jobs.cancel_queued(job_id):
+        Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit("done", done_reason="cancel")
+    else:
+        request_cancel(ctx.redis, job_id)
+
+
+def retrying(event: Event) -> bool:
+    """Whether `event` says the job's worker was lost and the job starts over elsewhere."""
+    return event.type == "status" and event.data.get("status") == "retrying"
+
+
+LOST_MID_STREAM = ("the worker running this request was lost after part of the answer was "
+                   "sent; the request is cancelled rather than restarted (retry it)")
 
 
 def streamed(lines: Iterator[str], mimetype: str, on_abort: Callable[[], None] | None = None,
@@ -96,11 +113,14 @@ def _guard(services: Services, job: Job, events: Iterator[Event]) -> Iterator[Ev
 
 
 def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
-    """Join the tokens of a job; return (text, done data) or raise the job's error."""
-    parts = []
+    """Join the tokens of a job; return (text, done data) or raise the job's error. A job
+    whose worker was lost starts over, so the text of the lost attempt is dropped."""
+    parts: list[str] = []
     for event in events:
         if event.type == "token":
             parts.append(event.data["text"])
+        elif retrying(event):
+            parts.clear()
         elif event.type == "done":
             return "".join(parts), event.data
         elif event.type == "error":
@@ -126,11 +146,22 @@ def outcome(events: Iterator[Event]) -> dict[str, Any]:
 
 
 def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
-    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure."""
+    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure.
+
+    A job whose worker is lost before any text went out starts over unseen; after some text
+    went out, the client cannot take it back, so the stream ends with an error line and the
+    job is cancelled (see LOST_MID_STREAM).
+    """
 
     def lines() -> Iterator[str]:
+        sent = False
         for event in following.events:
+            if retrying(event) and sent:
+                following.cancel()
+                yield json.dumps({"error": LOST_MID_STREAM}) + "\n"
+                return
             if event.type == "token":
+                sent = True
                 yield json.dumps(chunk(event.data["text"])) + "\n"
             elif event.type == "done":
                 yield json.dumps(final("", event.data)) + "\n"

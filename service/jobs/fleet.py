@@ -49,6 +49,11 @@ def publish(client: redis.Redis, worker_id: str, models: list[dict[str, Any]],
     client.set(worker_key(worker_id), body, px=max(1, int(ttl * 1000)))
 
 
+def alive(client: redis.Redis, worker_id: str) -> bool:
+    """Whether `worker_id` published within its TTL (a dead worker's key expires)."""
+    return bool(client.exists(worker_key(worker_id)))
+
+
 def withdraw(client: redis.Redis, worker_id: str) -> None:
     client.delete(worker_key(worker_id))
 

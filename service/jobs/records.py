@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -75,6 +75,11 @@ class Job(Base):
     worker_host: Mapped[str | None] = mapped_column(String(255))
     device: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker took it
+    lease_owner: Mapped[str | None] = mapped_column(String(255))  # the worker holding it
+    # running: until when its worker's hold lasts; queued again after a loss: when to resend
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lost_by: Mapped[list[str] | None] = mapped_column(JSON)  # workers that vanished holding it
 
     def elapsed_ns(self) -> int:
         """Nanoseconds from the job's creation (request accepted) until now."""
@@ -83,7 +88,8 @@ class Job(Base):
     def to_dict(self) -> dict[str, Any]:
         """The job as JSON for the API and CLI."""
         data = {c.name: getattr(self, c.name) for c in self.__table__.columns}
-        for key in ("created_at", "started_at", "finished_at", "first_token_at"):
+        for key in ("created_at", "started_at", "finished_at", "first_token_at",
+                    "lease_expires_at"):
             if data[key] is not None:
                 data[key] = aware(data[key]).isoformat()
         return data
@@ -108,9 +114,12 @@ _CLAIM = (
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.QUEUED.value)
     .values(status=JobStatus.RUNNING.value, started_at=bindparam("started_at"),
-            worker_host=bindparam("worker_host"), device=bindparam("device"))
+            worker_host=bindparam("worker_host"), device=bindparam("device"),
+            lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"),
+            attempts=_JOBS.c.attempts + 1)
     .returning(*_JOBS.c)
 )
+_RUNNING, _QUEUED = JobStatus.RUNNING.value, JobStatus.QUEUED.value
 
 
 class JobStore:
@@ -151,17 +160,74 @@ class JobStore:
         with self.sessions() as session:
             return session.get(Job, job_id)
 
-    def claim(self, job_id: str, *, worker_host: str, device: str) -> Job | None:
-        """Mark a queued job running and return it; None if it is no longer queued
-        (cancelled, timed out, or taken by another worker).
+    def claim(self, job_id: str, *, worker_host: str, device: str, owner: str,
+              lease: float) -> Job | None:
+        """Mark a queued job running under `owner`'s lease of `lease` seconds and return it;
+        None if it is no longer queued (cancelled, timed out, or taken by another worker, so
+        a repeated or late message is dropped).
 
         One UPDATE ... RETURNING, so a worker reads and takes its job in one round trip.
         """
-        params = {"job_id": job_id, "started_at": now(), "worker_host": worker_host,
-                  "device": device}
+        started = now()
+        params = {"job_id": job_id, "started_at": started, "worker_host": worker_host,
+                  "device": device, "owner": owner, "expires": started + timedelta(seconds=lease)}
         with self.sessions.begin() as session:
             row = session.execute(_CLAIM, params).first()
         return None if row is None else Job(**row._mapping)
+
+    def renew(self, owner: str, lease: float) -> int:
+        """Extend every lease `owner` holds by `lease` seconds from now; how many it holds."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Job).where(Job.lease_owner == owner, Job.status == _RUNNING)
+                .values(lease_expires_at=now() + timedelta(seconds=lease)))
+            return result.rowcount
+
+    def lapsed(self, limit: int = 100) -> list[Job]:
+        """Running jobs whose lease ran out (their worker is gone), and jobs handed back that
+        no worker took by their resend time (their message may be lost)."""
+        due = Job.lease_expires_at < now()
+        query = select(Job).where(due, (Job.status == _RUNNING) | (
+            (Job.status == _QUEUED) & Job.lease_owner.is_(None))).limit(limit)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def hand_back(self, job: Job, lease: float) -> bool:
+        """Queue a lapsed job again, noting the worker that lost it; resend due in `lease`."""
+        lost = [*(job.lost_by or []), job.lease_owner or "?"]
+        return self._transition(
+            job.id, (JobStatus.RUNNING,), Job.lease_owner == job.lease_owner,
+            Job.lease_expires_at == job.lease_expires_at, status=_QUEUED, lease_owner=None,
+            lease_expires_at=now() + timedelta(seconds=lease), lost_by=lost, started_at=None)
+
+    def give_up(self, job: Job, error: str) -> bool:
+        """Fail a lapsed job that has been lost too often (same conditions as hand_back)."""
+        return self._transition(
+            job.id, (JobStatus.RUNNING,), Job.lease_owner == job.lease_owner,
+            Job.lease_expires_at == job.lease_expires_at, status=JobStatus.FAILED.value,
+            finished_at=now(), error=error, total_duration=job.elapsed_ns())
+
+    def resend_due(self, job: Job, after: float) -> bool:
+        """Push a handed-back job's resend time `after` seconds on; True if this caller is
+        the one to resend it."""
+        return self._transition(
+            job.id, (JobStatus.QUEUED,), Job.lease_owner.is_(None),
+            Job.lease_expires_at == job.lease_expires_at,
+            lease_expires_at=now() + timedelta(seconds=after))
+
+    def release(self, job_id: str, owner: str) -> bool:
+        """Give a running job back to the queue, due for resending at once (its worker lost
+        Redis, not the job): the next sweep sends it again once Redis answers."""
+        return self._transition(job_id, (JobStatus.RUNNING,), Job.lease_owner == owner,
+                                status=_QUEUED, lease_owner=None, lease_expires_at=now(),
+                                started_at=None)
+
+    def cancel_abandoned(self, job: Job) -> bool:
+        """Cancel a running job whose worker is gone, as long as that worker still holds it."""
+        return self._transition(job.id, (JobStatus.RUNNING,),
+                                Job.lease_owner == job.lease_owner,
+                                status=JobStatus.CANCELLED.value, finished_at=now(),
+                                done_reason="cancel", lease_owner=None)
 
     def finish(
         self,
@@ -173,8 +239,11 @@ class JobStore:
         done_reason: str | None = None,
         metrics: dict[str, int] | None = None,
         first_token_at: datetime | None = None,
+        lease_owner: str | None = None,
     ) -> bool:
-        """Record a job's end; False if it had already ended."""
+        """Record a job's end; False if it had already ended. A worker passes its
+        `lease_owner`: then only a job it still holds ends, so a worker that lost its lease
+        (the job went to another) never completes it a second time."""
         assert status.finished, status
         values: dict[str, Any] = {
             "status": status.value,
@@ -185,14 +254,20 @@ class JobStore:
             "first_token_at": first_token_at,
         }
         values.update({k: v for k, v in (metrics or {}).items() if k in METRIC_FIELDS})
+        if lease_owner is not None:
+            return self._transition(job_id, (JobStatus.RUNNING,), Job.lease_owner == lease_owner,
+                                    **values)
         return self._transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING), **values)
 
-    def _transition(self, job_id: str, allowed: Iterable[JobStatus], **values: Any) -> bool:
+    def _transition(self, job_id: str, allowed: Iterable[JobStatus], *where: Any,
+                    **values: Any) -> bool:
+        """One compare-and-set UPDATE: the job moves only from an `allowed` status, and only
+        while every `where` clause still holds."""
         statuses = [s.value for s in allowed]
         with self.sessions.begin() as session:
             result = session.execute(
-                update(Job).where(Job.id == job_id, Job.status.in_(statuses)).values(**values)
-            )
+                update(Job).where(Job.id == job_id, Job.status.in_(statuses), *where)
+                .values(**values))
             return result.rowcount == 1
 
     def by_idempotency_key(self, key: str) -> Job | None:

@@ -35,9 +35,9 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
             list(job.request.get("input") or []), job.request.get("truncate", True) is not False
         )
     except InputTooLong as exc:
-        ctx.jobs.finish(job.id, JobStatus.FAILED, error=str(exc),
-                        metrics={"load_duration": load_ns, "total_duration": job.elapsed_ns()})
-        events.emit("error", error=str(exc), status=400)
+        if ctx.finish(job.id, JobStatus.FAILED, error=str(exc),
+                      metrics={"load_duration": load_ns, "total_duration": job.elapsed_ns()}):
+            events.emit("error", error=str(exc), status=400)
         return
     finally:
         ctx.pool.release(key, job.request.get("keep_alive"))
@@ -55,7 +55,7 @@ def _succeed(job: Job, ctx: JobContext, events: Publisher, result: Embeddings,
     }
     dims = len(result.vectors[0]) if result.vectors else 0
     summary = f"{len(result.vectors)} embedding(s) of {dims} dimensions"
-    ctx.jobs.finish(job.id, JobStatus.SUCCEEDED, output=summary, done_reason="stop",
-                    metrics=metrics)
-    vectors: list[Any] = [v.tolist() for v in result.vectors]
-    events.emit("done", done_reason="stop", embeddings=vectors, **metrics)
+    if ctx.finish(job.id, JobStatus.SUCCEEDED, output=summary, done_reason="stop",
+                  metrics=metrics):
+        vectors: list[Any] = [v.tolist() for v in result.vectors]
+        events.emit("done", done_reason="stop", embeddings=vectors, **metrics)

@@ -59,11 +59,15 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     options = build_options(model, job.request, ctx.settings.num_ctx)
     stream = engine.submit(engine.tokenize(prompt), options)
     with ctx.streams.running(job.id, stream):
-        if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered
-            stream.cancel()
-        pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
-        for text in stream.chunks(pace):
-            events.emit("token", text=text)
+        try:
+            if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered
+                stream.cancel()
+            pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
+            for text in stream.chunks(pace):
+                events.emit("token", text=text)
+        except BaseException:
+            stream.cancel()  # e.g. Redis went away: free the slot, the job is handed back
+            raise
     return stream
 
 
@@ -81,11 +85,11 @@ def _succeed(job: Job, ctx: JobContext, stream, load_ns: int, events: Publisher)
     first = stream.first_token_time
     first_at = None if first is None else _wall_from_perf(first)
     status = JobStatus.CANCELLED if completion.done_reason == "cancel" else JobStatus.SUCCEEDED
-    ctx.jobs.finish(job.id, status, output=completion.text, done_reason=completion.done_reason,
-                    metrics=metrics, first_token_at=first_at)
-    # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
-    events.emit("done", done_reason=completion.done_reason,
-                cached_tokens=completion.cached_tokens, **metrics)
+    if ctx.finish(job.id, status, output=completion.text, done_reason=completion.done_reason,
+                  metrics=metrics, first_token_at=first_at):
+        # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
+        events.emit("done", done_reason=completion.done_reason,
+                    cached_tokens=completion.cached_tokens, **metrics)
 
 
 def _load_only(job: Job, ctx: JobContext, model: Model, key: str, keep_alive: Any,
@@ -103,8 +107,8 @@ def _load_only(job: Job, ctx: JobContext, model: Model, key: str, keep_alive: An
         reason = "load"
     ctx.loaded_changed()
     metrics = {"load_duration": load_ns, "total_duration": job.elapsed_ns()}
-    ctx.jobs.finish(job.id, JobStatus.SUCCEEDED, output="", done_reason=reason, metrics=metrics)
-    events.emit("done", done_reason=reason, **metrics)
+    if ctx.finish(job.id, JobStatus.SUCCEEDED, output="", done_reason=reason, metrics=metrics):
+        events.emit("done", done_reason=reason, **metrics)
 
 
 def stream_pace(base: float, engine: LoadedEngine, batch: bool) -> Callable[[], float]:

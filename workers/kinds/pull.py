@@ -27,5 +27,5 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     )
     stored = name.display()
     metrics = {"total_duration": time.perf_counter_ns() - started}
-    ctx.jobs.finish(job.id, JobStatus.SUCCEEDED, output=stored, metrics=metrics)
-    events.emit("done", model=stored, **metrics)
+    if ctx.finish(job.id, JobStatus.SUCCEEDED, output=stored, metrics=metrics):
+        events.emit("done", model=stored, **metrics)

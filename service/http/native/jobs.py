@@ -11,11 +11,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from service.core.db import aware, now
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.fields import field
 from service.http.inputs import json_body, query_int
-from service.http.relay import SSE_HEADERS
+from service.http.relay import SSE_HEADERS, retrying
 from service.http.services import services
+from service.jobs import fleet
 from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber, id_key
 from service.jobs.kinds import KINDS, JobKind, parse_kind
@@ -70,11 +72,17 @@ def _find(job_id: str) -> Job:
 
 
 def _output_so_far(job: Job) -> str:
-    """A running job's text comes from its event log; a finished one's from its row."""
+    """A running job's text comes from its event log (of its current attempt: a job whose
+    worker was lost starts over); a finished one's from its row."""
     if JobStatus(job.status).finished:
         return job.output or ""
-    events = Subscriber(services().redis, job.id).replay()
-    return "".join(e.data["text"] for e in events if e.type == "token")
+    parts: list[str] = []
+    for event in Subscriber(services().redis, job.id).replay():
+        if event.type == "token":
+            parts.append(event.data["text"])
+        elif retrying(event):
+            parts.clear()
+    return "".join(parts)
 
 
 def describe(job: Job) -> dict[str, Any]:
@@ -107,8 +115,26 @@ def cancel(job_id: str):
         job = _find(job_id)
         if JobStatus(job.status).finished:
             return jsonify(describe(job))
+        if job.status == "running" and _abandoned(job) and ctx.jobs.cancel_abandoned(job):
+            # Its worker is gone: no one else will ever end it, so end it here, now.
+            Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit(
+                "done", done_reason="cancel")
+            return jsonify(describe(_find(job_id)))
+        if job.status == "queued" and ctx.jobs.cancel_queued(job_id):  # handed back meanwhile
+            Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit(
+                "done", done_reason="cancel")
+            return jsonify(describe(_find(job_id)))
         time.sleep(0.05)
     return jsonify(describe(job)), 202
+
+
+def _abandoned(job: Job) -> bool:
+    """Whether the worker holding a running job is gone: its lease lapsed, or it no longer
+    beats in the fleet (a worker's heartbeat key outlives it by at most fleet's TTL)."""
+    expires = job.lease_expires_at
+    if expires is not None and aware(expires) < now():
+        return True
+    return job.lease_owner is not None and not fleet.alive(services().redis, job.lease_owner)
 
 
 def _cursor(job: Job) -> str:

@@ -18,7 +18,15 @@ from service.core.errors import CorralError, InvalidRequest, ModelNotFound
 from service.http.embeddings import embed
 from service.http.inputs import json_body
 from service.http.openai import types
-from service.http.relay import SSE_HEADERS, Following, collect, follow, streamed
+from service.http.relay import (
+    LOST_MID_STREAM,
+    SSE_HEADERS,
+    Following,
+    collect,
+    follow,
+    retrying,
+    streamed,
+)
 from service.http.services import services
 from service.jobs.kinds import JobKind
 
@@ -72,6 +80,10 @@ def _objects(following: Following, reply: types.Reply, include_usage: bool
     """The stream's objects: text chunks, the finish_reason chunk, then usage if asked."""
     first = True
     for event in following.events:
+        if retrying(event) and not first:  # text went out already (see relay.ndjson)
+            following.cancel()
+            yield types.error_body(CorralError(LOST_MID_STREAM))
+            return
         if event.type == "token":
             yield reply.chunk(event.data["text"], first)
             first = False
