@@ -78,7 +78,8 @@ def web_command(settings: Settings) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
-        "--worker-class", "gthread", "--workers", "1", "--threads", "64",
+        "--worker-class", "gthread", "--workers", "1",
+        "--threads", str(settings.http_threads), "--worker-connections", str(settings.http_threads),
         "--timeout", "120", "--graceful-timeout", "10",
         "--log-level", "debug" if settings.debug else "warning",
         "service:create_app()",

@@ -266,6 +266,9 @@ class Settings:
         "CORRAL_LEASE", "15s", _positive_duration,
         "How long a worker's hold on a running job lasts unrenewed; after it, the job goes "
         "to a live worker")
+    http_threads: int = setting(
+        "CORRAL_HTTP_THREADS", "512", _positive_int,
+        "Requests the API serves at once; each open stream holds one until it ends")
     max_attempts: int = setting(
         "CORRAL_MAX_ATTEMPTS", "3", _positive_int,
         "Times a job may be taken by a worker (and lost) before it fails")

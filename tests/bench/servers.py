@@ -63,12 +63,12 @@ class CorralServer:
     """`corral serve` with CORRAL_NUM_PARALLEL slots and the SmolLM2 model registered."""
 
     def __init__(self, home: Path, model_file: str, n_parallel: int, threads: int, n_ctx: int,
-                 log: Path):
+                 log: Path, **env: str):
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         self.env.update(CORRAL_HOME=str(home), CORRAL_HOST=f"127.0.0.1:{self.port}",
                         CORRAL_NUM_PARALLEL=str(n_parallel), CORRAL_NUM_THREADS=str(threads),
-                        CORRAL_NUM_CTX=str(n_ctx), CORRAL_KEEP_ALIVE="-1")
+                        CORRAL_NUM_CTX=str(n_ctx), CORRAL_KEEP_ALIVE="-1", **env)
         self.url = f"http://127.0.0.1:{self.port}"
         with log.open("w") as out:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"],
