@@ -37,34 +37,33 @@ END = ("succeeded", "failed", "cancelled")
 
 
 def submit(url: str, prompt: str, tokens: int) -> tuple[str | None, int]:
-    """POST /jobs until accepted (a 503 waits its Retry-After); (job id, 503s seen)."""
+    """POST /jobs until accepted, as a patient client does (a 503 is retried, for up to half
+    an hour); (job id, 503s seen)."""
     body = json.dumps({"model": MODEL, "prompt": prompt,
                        "options": {"num_predict": tokens, "temperature": 0}}).encode()
     busy = 0
-    for _ in range(100):
+    for _ in range(900):
         status, reply = _call("POST", url + "/jobs", body, {"Content-Type": "application/json"})
         if status == 202:
             return reply["id"], busy
         if status != 503:
             return None, busy
         busy += 1
-        time.sleep(1.0)
+        time.sleep(2.0)
     return None, busy
 
 
 def settle(url: str, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Poll every job until it has ended or `timeout` passes; the last record of each."""
-    deadline, last = time.monotonic() + timeout, {}
-    pending = set(ids)
-    while pending and time.monotonic() < deadline:
-        for job_id in list(pending):
-            _, job = _call("GET", f"{url}/jobs/{job_id}")
-            last[job_id] = job
-            if job and job.get("status") in END:
-                pending.discard(job_id)
-        if pending:
-            time.sleep(0.5)
-    return last
+    """Wait until no job of this server is queued or running (one list query a second, not
+    a poll of every job, which would take the CPU the jobs need), or `timeout` passes; then
+    the record of each job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, page = _call("GET", f"{url}/jobs?status=queued,running&limit=1")
+        if page and not page.get("jobs"):
+            break
+        time.sleep(1.0)
+    return {job_id: _call("GET", f"{url}/jobs/{job_id}")[1] for job_id in ids}
 
 
 def done_events(url: str, job_id: str) -> int:
