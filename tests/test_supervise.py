@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -148,6 +149,22 @@ def test_drain_stops_each_stage_before_the_next_and_kills_what_ignores_sigterm(t
     assert took < 20  # bounded: the stubborn one is killed after its grace, not waited for
 
 
+def test_a_second_signal_during_the_drain_kills_at_once(tmp_path):
+    log = tmp_path / "log"
+    supervisor = Supervisor(log=lambda _: None)
+    stubborn = supervisor.add(Child("stubborn", python(STAGED, str(log), "stubborn", "-1"),
+                                    grace=120.0))
+    wait_until(lambda: log.exists() and "ready" in log.read_text(), 30)
+    draining = threading.Thread(target=supervisor.drain)
+    started = time.monotonic()
+    draining.start()
+    wait_until(lambda: supervisor.stopping, 10)
+    supervisor.stop()  # as on_signal does for a second SIGTERM or Ctrl-C
+    draining.join(30)
+    assert not draining.is_alive() and time.monotonic() - started < 30  # not the 120 s grace
+    assert stubborn.process.returncode == -signal.SIGKILL
+
+
 # The API's answer while Redis is unreachable --------------------------------------------
 def test_an_unreachable_redis_is_a_503_with_retry_after_in_both_shapes(settings):
     from service.http.app import create_app
@@ -279,11 +296,10 @@ def test_a_killed_worker_is_restarted_and_takes_new_jobs(served):
     before = served.children()
     worker = before["worker"]
     worker.send_signal(signal.SIGKILL)
-    killed, killed_at = time.monotonic(), time.time()
-    new = served.child("worker", other_than=worker.pid)
+    killed = time.monotonic()
+    served.child("worker", other_than=worker.pid)
     job_succeeds(served)
-    print(f"\nworker SIGKILL: a new worker started {new.create_time() - killed_at:.1f} s and a "
-          f"job succeeded {time.monotonic() - killed:.1f} s after the kill")
+    print(f"\nworker SIGKILL: a job succeeded {time.monotonic() - killed:.1f} s after the kill")
     assert served.process.poll() is None
     assert re.search(r"corral: worker exited with -9; restarting in \d+\.\d s", served.stderr)
     now = served.children()
@@ -340,15 +356,43 @@ def test_a_killed_redis_is_back_and_serving_jobs_again(served):
 
 
 def test_sigterm_drains_everything_and_exits_0(served):
+    """The API stops first; the worker still finishes the job it is running (warm shutdown)."""
+    body = {"kind": "generate", "model": MODEL, "prompt": "Write a long story about a dragon.",
+            "options": {"num_predict": 24}}  # short: it must end within the worker's grace
+    status, _, job = call("POST", served.url + "/jobs", body)
+    assert status in (200, 201, 202), job
+    wait_until(lambda: call("GET", f"{served.url}/jobs/{job['id']}")[2], 60, 0.05,
+               ready=lambda j: j and j.get("status") != "queued", message="the job to start")
     family = psutil.Process(served.process.pid).children(recursive=True)
     assert len(family) >= 4  # redis, gunicorn's master and worker, the Celery worker
     started = time.monotonic()
     assert served.stop() == 0
-    print(f"\nSIGTERM: corral serve exited 0 after {time.monotonic() - started:.1f} s")
+    print(f"\nSIGTERM with a job running: corral serve exited 0 after "
+          f"{time.monotonic() - started:.1f} s")
     gone, alive = psutil.wait_procs(family, timeout=5)
     assert not alive
     assert not port_open(served.port) and not port_open(served.redis_port)
-    assert not (Path(served.env["CORRAL_HOME"]) / "redis" / "url").exists()
+    home = Path(served.env["CORRAL_HOME"])
+    assert not (home / "redis" / "url").exists()
+    with contextlib.closing(sqlite3.connect(home / "corral.db")) as db:
+        [(state, output)] = db.execute("SELECT status, output FROM jobs WHERE id = ?",
+                                       (job["id"],)).fetchall()
+    assert state == "succeeded" and output
+
+
+def test_a_killed_serve_takes_its_children_with_it(tmp_path):
+    """SIGKILL leaves serve no time to drain; Linux's parent-death signal stops the rest."""
+    served = Supervised(tmp_path / "home")
+    family = psutil.Process(served.process.pid).children(recursive=True)
+    served.process.kill()
+    served.process.wait()
+    started = time.monotonic()
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    print(f"\nserve SIGKILL: its {len(family)} processes were gone "
+          f"{time.monotonic() - started:.1f} s later")
+    for proc in alive:
+        proc.kill()
+    assert not alive and not port_open(served.port) and not port_open(served.redis_port)
 
 
 def test_a_worker_that_keeps_dying_fast_makes_serve_give_up(tmp_path):
