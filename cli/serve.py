@@ -182,13 +182,17 @@ class Supervisor:
                 self._wait_or_kill(child)
 
     def _wait_or_kill(self, child: Child) -> None:
-        deadline = time.monotonic() + child.grace
-        while child.alive() and time.monotonic() < deadline and not self.hurry:
+        """Wait for a signalled child; the log says how long each stage of a drain took."""
+        started = time.monotonic()
+        while child.alive() and time.monotonic() - started < child.grace and not self.hurry:
             time.sleep(0.05)
         if child.alive():
             self.log(f"corral: {child.name} did not stop within {child.grace:g} s; killing it")
             child.process.kill()
             child.process.wait()
+        else:
+            self.log(f"corral: {child.name} stopped ({child.process.returncode}) "
+                     f"after {time.monotonic() - started:.1f} s")
         child.kill_group()
 
 

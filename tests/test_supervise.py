@@ -358,7 +358,7 @@ def test_a_killed_redis_is_back_and_serving_jobs_again(served):
 def test_sigterm_drains_everything_and_exits_0(served):
     """The API stops first; the worker still finishes the job it is running (warm shutdown)."""
     body = {"kind": "generate", "model": MODEL, "prompt": "Write a long story about a dragon.",
-            "options": {"num_predict": 24}}  # short: it must end within the worker's grace
+            "options": {"num_predict": 8}}  # short: it must end within the worker's grace
     status, _, job = call("POST", served.url + "/jobs", body)
     assert status in (200, 201, 202), job
     wait_until(lambda: call("GET", f"{served.url}/jobs/{job['id']}")[2], 60, 0.05,
