@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -33,44 +34,166 @@ def _env_help() -> str:
     return "\b\nEnvironment variables:\n" + rows
 
 
+# How `corral serve` supervises its children (see Supervisor).
+BACKOFF = 0.5  # seconds before the first restart; doubled after each fast exit
+BACKOFF_CAP = 8.0  # the longest wait between restarts
+FAST_EXIT = 10.0  # an exit this soon after starting counts towards giving up
+GIVE_UP = 5  # fast exits in a row after which serve stops everything and fails
+
+
+def _log(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@dataclasses.dataclass
+class Child:
+    """One supervised process: how to start it, when it stops and what it has done so far.
+
+    `stage` orders the drain: the API (stage 0) stops taking work first, the workers
+    (stage 1) finish theirs next, Redis (stage 2), which both use, stops last. `grace` is how
+    long its SIGTERM may take before it is killed.
+    """
+
+    name: str
+    spawn: Callable[[], subprocess.Popen]
+    stage: int = 0
+    grace: float = 20.0
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    fast_exits: int = 0  # exits in a row, each within FAST_EXIT of its start
+    restart_at: float | None = None  # set while it waits to be restarted
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def launch(self) -> None:
+        self.restart_at = None
+        self.process = self.spawn()
+        self.started = time.monotonic()
+
+    def kill_group(self) -> None:
+        """SIGKILL what the child left in its process group (gunicorn's worker, a Redis
+        rewrite child), so a restart finds its port free and nothing is orphaned.
+
+        Called only just after the child was reaped: while its group has members its id
+        cannot be reused, and when it has none, killpg finds nothing.
+        """
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone already (or was never its own)
+
+
 class Supervisor:
-    """Run child processes together; when one exits or we are signalled, stop them all."""
+    """Keep child processes running: restart one that exits, with backoff, until it keeps
+    failing fast; on SIGTERM/SIGINT (stop()), drain them stage by stage.
 
-    def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen]] = []
+    A crash of one part (a worker killed for memory, Redis killed) is then a pause, not an
+    outage: the others keep their connections' URLs and reconnect by themselves.
+    """
+
+    def __init__(self, *, backoff: float = BACKOFF, backoff_cap: float = BACKOFF_CAP,
+                 fast_exit: float = FAST_EXIT, give_up: int = GIVE_UP,
+                 log: Callable[[str], None] = _log, tick: float = 0.1) -> None:
+        self.children: list[Child] = []
+        self.backoff, self.backoff_cap = backoff, backoff_cap
+        self.fast_exit, self.give_up = fast_exit, give_up
+        self.log = log
+        self.tick = tick
+        # Plain flags, set by signal handlers (which must not log: stderr is not reentrant).
         self.stopping = False
+        self.hurry = False  # a second signal: kill instead of waiting for the drain
+        self.signal: str | None = None
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.children.append((name, subprocess.Popen(args, env=env)))
+    def add(self, child: Child) -> Child:
+        """Start `child` now; an error starting it the first time is the caller's."""
+        self.children.append(child)
+        child.launch()
+        return child
 
-    def wait(self) -> int:
-        """Block until a signal or until any child exits; return the exit code to use."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
-        while not self.stopping:
-            for name, child in self.children:
-                if child.poll() is not None:
-                    click.echo(f"corral: {name} exited with {child.returncode}", err=True)
-                    self.stopping = True
-                    return child.returncode or 1
-            time.sleep(0.2)
-        return 0
-
-    def _on_signal(self, signum, _frame) -> None:
+    def stop(self) -> None:
+        """Ask run() to return and drain (callable from a signal handler or another thread)."""
+        if self.stopping:
+            self.hurry = True
         self.stopping = True
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM every child (workers finish their step), then SIGKILL stragglers."""
-        for _, child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, child in self.children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.signal = signal.Signals(signum).name
+        self.stop()
+
+    def run(self) -> int:
+        """Supervise until stop() (then 0) or until a child keeps failing (then 1)."""
+        while not self.stopping:
+            for child in self.children:
+                if child.restart_at is not None:
+                    if time.monotonic() >= child.restart_at and not self._restart(child):
+                        return 1
+                elif not child.alive() and not self._exited(child):
+                    return 1
+            time.sleep(self.tick)
+        return 0
+
+    def _exited(self, child: Child) -> bool:
+        """Schedule the restart of a child that exited; False when it is time to give up."""
+        code = child.process.returncode if child.process is not None else None
+        child.kill_group()
+        fast = time.monotonic() - child.started < self.fast_exit
+        child.fast_exits = child.fast_exits + 1 if fast else 0
+        if child.fast_exits >= self.give_up:
+            self.log(f"corral: {child.name} exited with {code}, {child.fast_exits} times in a "
+                     f"row within {self.fast_exit:g} s of starting; giving up")
+            return False
+        delay = min(self.backoff_cap, self.backoff * 2 ** child.fast_exits)
+        self.log(f"corral: {child.name} exited with {code}; restarting in {delay:.1f} s")
+        child.restart_at = time.monotonic() + delay
+        return True
+
+    def _restart(self, child: Child) -> bool:
+        """Start `child` again; a failure to start counts as a fast exit (False: give up)."""
+        try:
+            child.launch()
+        except (OSError, RuntimeError) as exc:  # e.g. redis-server did not answer in time
+            self.log(f"corral: {child.name} did not start: {exc}")
+            child.process, child.started = None, time.monotonic()
+            return self._exited(child)
+        self.log(f"corral: {child.name} restarted (pid {child.process.pid})")
+        return True
+
+    def drain(self) -> None:
+        """Stop the children stage by stage: SIGTERM, wait up to each one's grace, SIGKILL.
+
+        Each stage stops before the next is signalled: the API finishes the requests it has
+        (their jobs still run), workers then finish their running tasks (Celery's warm
+        shutdown; with acks_late the messages they had not finished go back), and Redis, which
+        both were using, goes last and flushes its append-only file.
+        """
+        self.stopping = True
+        if any(child.alive() for child in self.children):
+            self.log("corral: stopping" + (f" ({self.signal})" if self.signal else ""))
+        for stage in sorted({child.stage for child in self.children}):
+            group = [child for child in self.children if child.stage == stage and child.alive()]
+            for child in self.children:
+                child.restart_at = None
+            for child in group:
+                child.process.send_signal(signal.SIGTERM)
+            for child in group:
+                self._wait_or_kill(child)
+
+    def _wait_or_kill(self, child: Child) -> None:
+        """Wait for a signalled child; the log says how long each stage of a drain took."""
+        started = time.monotonic()
+        while child.alive() and time.monotonic() - started < child.grace and not self.hurry:
+            time.sleep(0.05)
+        if child.alive():
+            self.log(f"corral: {child.name} did not stop within {child.grace:g} s; killing it")
+            child.process.kill()
+            child.process.wait()
+        else:
+            self.log(f"corral: {child.name} stopped ({child.process.returncode}) "
+                     f"after {time.monotonic() - started:.1f} s")
+        child.kill_group()
 
 
 def web_command(settings: Settings) -> list[str]:
@@ -93,32 +216,69 @@ def worker_command(queues: str) -> list[str]:
 @click.command(epilog=_env_help())
 @click.option("--no-worker", is_flag=True, help="Run only the API (and embedded Redis).")
 def serve(no_worker: bool) -> None:
-    """Start corral: embedded Redis (unless CORRAL_REDIS_URL), the API and one worker."""
+    """Start corral: embedded Redis (unless CORRAL_REDIS_URL), the API and one worker.
+
+    Each is restarted when it dies; SIGTERM or Ctrl-C drains them (API, workers, Redis).
+    """
     from service.core.db import upgrade
     from service.core.redis_server import EmbeddedRedis
 
     settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    redis_server = None
-    if not settings.redis_url:
-        redis_server = EmbeddedRedis(settings.home / "redis").start()
-        env["CORRAL_REDIS_URL"] = redis_server.url
-    upgrade(settings.database)
     supervisor = Supervisor()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, supervisor.on_signal)
+    preexec = _die_with_parent()
+    redis_server = None
+    code = 1
     try:
-        supervisor.start("web", web_command(settings), env)
+        if not settings.redis_url:
+            redis_server = EmbeddedRedis(settings.home / "redis", preexec_fn=preexec)
+            server = redis_server
+            try:
+                supervisor.add(Child("redis", lambda: server.start().process, stage=2,
+                                     grace=10.0))
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from None
+            env["CORRAL_REDIS_URL"] = redis_server.url
+        upgrade(settings.database)
+        web = web_command(settings)
+        supervisor.add(Child("api", lambda: _spawn(web, env, preexec), stage=0, grace=15.0))
         if not no_worker:
-            supervisor.start("worker", worker_command(settings.queues), env)
+            work = worker_command(settings.queues)
+            supervisor.add(Child("worker", lambda: _spawn(work, env, preexec), stage=1,
+                                 grace=25.0))
         click.echo(f"corral is running on {settings.base_url} "
                    f"(redis: {env['CORRAL_REDIS_URL']}, database: {_safe(settings.database)})",
                    err=True)
-        code = supervisor.wait()
+        code = supervisor.run()
     finally:
-        supervisor.stop()
+        supervisor.drain()
         if redis_server is not None:
-            redis_server.stop()
+            redis_server.stop()  # already stopped by the drain; this removes its url file
     sys.exit(code)
+
+
+def _spawn(args: list[str], env: dict[str, str],
+           preexec: Callable[[], None] | None) -> subprocess.Popen:
+    """A child in a process group of its own: Ctrl-C in the terminal reaches only serve,
+    which then stops the children in order instead of all of them at once."""
+    return subprocess.Popen(args, env=env, process_group=0, preexec_fn=preexec)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has Linux SIGTERM the child when serve dies, even by SIGKILL, so no
+    orphaned Redis keeps the append-only file open or an orphaned API the port."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def _safe(url: str) -> str:

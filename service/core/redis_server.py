@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -42,10 +43,12 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start, wait for and stop one redis-server whose data lives in `directory`."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, persist: bool = True) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, persist: bool = True,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.directory = Path(directory)
-        self.port = port or free_port()
+        self.port = port or free_port()  # kept across restarts: clients' URLs stay valid
         self.persist = persist
+        self.preexec_fn = preexec_fn  # run in the child before exec (`corral serve`'s hook)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -69,10 +72,15 @@ class EmbeddedRedis:
         return args
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start the server and return once it answers PING."""
+        """Start the server and return once it answers PING (again, after a stop or crash).
+
+        It runs in a process group of its own, so a terminal's Ctrl-C reaches only its
+        parent, which decides when to stop it (last, after the clients that use it).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            process_group=0, preexec_fn=self.preexec_fn,
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
@@ -83,6 +91,8 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()  # no half-started server left behind
+                    self.process.wait()
                     raise RuntimeError(
                         f"redis-server did not start; see {self.directory / 'redis.log'}"
                     ) from None
@@ -92,9 +102,9 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server (SIGTERM makes it flush the AOF) and wait for it."""
+        (self.directory / "url").unlink(missing_ok=True)
         if self.process is None or self.process.poll() is not None:
             return
-        (self.directory / "url").unlink(missing_ok=True)
         self.process.terminate()
         try:
             self.process.wait(timeout)
