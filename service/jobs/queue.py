@@ -14,7 +14,7 @@ from celery import Celery
 from service.core.errors import QueueFull
 from service.core.settings import Settings
 from service.jobs.kinds import KINDS, JobKind
-from service.jobs.records import Job, JobStore
+from service.jobs.records import Job, JobStatus, JobStore
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
@@ -112,7 +112,14 @@ class JobQueue:
         target = batch_queue(queue) if batch_id else queue
         job = self.jobs.create(kind, model, request, queue=target, priority=priority,
                                batch_id=batch_id, idempotency_key=idempotency_key)
-        self.enqueue(job)
+        try:
+            self.enqueue(job)
+        except Exception as exc:
+            # The caller answers 503 and its client retries; a row no message will ever run
+            # must not stay queued. A batch line stays: its batch re-sends lost lines.
+            if batch_id is None:
+                self.jobs.finish(job.id, JobStatus.FAILED, error=f"could not be queued: {exc}")
+            raise
         return job
 
     def enqueue(self, job: Job) -> None:
