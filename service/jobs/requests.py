@@ -12,7 +12,7 @@ from typing import Any
 
 from service.core import fields
 from service.core.errors import InvalidRequest
-from service.core.settings import parse_duration
+from service.core.settings import parse_keep_alive
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
 from service.models.registry import is_url
@@ -22,12 +22,13 @@ MAX_SOURCE = 255  # the job row's model column holds a pull's source
 
 
 def keep_alive(body: dict[str, Any]) -> float | None:
-    """keep_alive: a duration string ("5m"), seconds, 0 (unload now) or negative (forever)."""
+    """keep_alive: a duration string ("5m"), seconds, 0 (unload now) or negative (forever);
+    beyond a century is forever too (settings.parse_keep_alive says why)."""
     value = fields.field(body, "keep_alive", (str, int, float))
     if value is None:
         return None
     try:
-        return parse_duration(value)
+        return parse_keep_alive(value)
     except ValueError:
         raise InvalidRequest(f"invalid field 'keep_alive': {value!r} is not a duration") from None
 
