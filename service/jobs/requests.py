@@ -119,6 +119,7 @@ class GenerateRequest:
     format: str | dict | None = None  # "json" constrains output to JSON
     options: dict[str, Any] = field(default_factory=dict)  # runtime options (temperature, ...)
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
+    truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:
@@ -130,6 +131,7 @@ class GenerateRequest:
             raw=fields.field(body, "raw", bool, False),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
+            truncate=fields.field(body, "truncate", bool, True),
         )
 
     def to_job(self) -> dict[str, Any]:
@@ -164,6 +166,7 @@ class ChatRequest:
     format: str | dict | None = None  # "json" constrains output to JSON
     options: dict[str, Any] = field(default_factory=dict)  # runtime options
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
+    truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ChatRequest:
@@ -172,6 +175,7 @@ class ChatRequest:
             messages=_messages(body),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
+            truncate=fields.field(body, "truncate", bool, True),
         )
 
     def to_job(self) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from service.core.errors import CorralError, InvalidRequest, ModelNotFound
 from service.http.embeddings import embed
 from service.http.inputs import json_body
 from service.http.openai import types
-from service.http.relay import SSE_HEADERS, Following, collect, follow, streamed
+from service.http.relay import (
+    SSE_HEADERS,
+    Following,
+    collect,
+    follow,
+    refused_before_output,
+    streamed,
+)
 from service.http.services import services
 from service.jobs.kinds import JobKind
 
@@ -62,7 +69,7 @@ def _answer(kind: JobKind, parsed: types.Parsed, prefix: str):
     reply = types.Reply(f"{prefix}-{following.job.id}", parsed.job.model, int(time.time()),
                         chat=kind is JobKind.CHAT)
     if parsed.stream:
-        return _sse(following, reply, parsed.include_usage)
+        return _sse(refused_before_output(following), reply, parsed.include_usage)
     text, done = collect(following.events)
     return jsonify(reply.whole(text, done))
 
