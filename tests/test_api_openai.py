@@ -3,9 +3,12 @@ client → werkzeug server → Flask → Redis → a real Celery worker → Smol
 
 from __future__ import annotations
 
+import dataclasses
+
 import openai
 import pytest
 
+from tests.conftest import running_worker
 from tests.waiting import wait_until
 
 MODEL = "smollm2:135m"
@@ -201,12 +204,13 @@ def test_response_format_and_penalties_reach_the_job_request(app, api, worker):
         assert request["options"]["temperature"] == 1.0  # OpenAI's default when unset
 
 
-def test_a_prompt_longer_than_the_context_fails_in_openais_shape(app, api, worker):
-    huge = [{"role": "user", "content": "word " * 3000}]
-    with pytest.raises(openai.InternalServerError) as whole:
-        api.chat.completions.create(model=MODEL, messages=huge, max_tokens=2)
-    assert "context" in whole.value.message
-    with pytest.raises(openai.APIError) as streamed:
-        list(api.chat.completions.create(model=MODEL, messages=huge, max_tokens=2, stream=True))
-    assert "context" in streamed.value.message
-    assert {j.status for j in all_jobs(app)} == {"failed"}
+def test_a_prompt_longer_than_the_context_is_cut_to_fit(app, api, settings):
+    # As Ollama's OpenAI layer: truncated from the front, keeping room for max_tokens.
+    huge = [{"role": "user", "content": "word " * 600}]
+    with running_worker(dataclasses.replace(settings, num_ctx=256)):
+        whole = api.chat.completions.create(model=MODEL, messages=huge, max_tokens=2)
+        chunks = list(api.chat.completions.create(model=MODEL, messages=huge, max_tokens=2,
+                                                  stream=True))
+    assert whole.usage.prompt_tokens == 256 - 2  # the worker's CORRAL_NUM_CTX, less max_tokens
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert {j.status for j in all_jobs(app)} == {"succeeded"}

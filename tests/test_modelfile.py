@@ -130,6 +130,18 @@ def test_later_values_replace_earlier_ones() -> None:
             "FROM m\nPARAMETER temperature\n",
             "Modelfile line 2: PARAMETER needs a parameter name and a value",
         ),
+        (
+            "FROM m\nPARAMETER top_p 2\n",
+            "Modelfile line 2: invalid value for parameter 'top_p': must be between 0 and 1",
+        ),
+        (
+            "FROM m\nPARAMETER num_ctx 1\n",
+            "Modelfile line 2: invalid value for parameter 'num_ctx': must be at least 4",
+        ),
+        (
+            "FROM m\nPARAMETER temperature 1e999\n",
+            "Modelfile line 2: invalid value for parameter 'temperature': must be a finite",
+        ),
         ("FROM m\nSTOP here\n", "Modelfile line 2: unknown instruction 'stop'"),
         (
             "FROM m\nMESSAGE tool hi\n",
@@ -227,3 +239,32 @@ def test_coerce_options_refuses_ill_typed_values(raw: object, message: str) -> N
     with pytest.raises(InvalidRequest) as caught:
         coerce_options(raw)
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"num_ctx": 1}, "invalid option 'num_ctx': must be at least 4"),
+        ({"num_ctx": 2**31}, "invalid option 'num_ctx': must be at most 2147483647"),
+        ({"num_predict": -3}, "invalid option 'num_predict': must be at least -2"),
+        ({"temperature": -1}, "invalid option 'temperature': must be at least 0"),
+        ({"temperature": float("inf")}, "invalid option 'temperature': must be a finite number"),
+        ({"top_p": float("nan")}, "invalid option 'top_p': must be a finite number"),
+        ({"top_p": 1.01}, "invalid option 'top_p': must be between 0 and 1"),
+        ({"min_p": -0.5}, "invalid option 'min_p': must be between 0 and 1"),
+        ({"top_k": -1}, "invalid option 'top_k': must be at least 0"),
+        ({"repeat_last_n": -2}, "invalid option 'repeat_last_n': must be at least -1"),
+        ({"num_batch": 10**400}, "invalid option 'num_batch': must be at most 2147483647"),
+        ({"repeat_penalty": 10**400}, "invalid option 'repeat_penalty': must be a finite number"),
+    ],
+)
+def test_coerce_options_refuses_values_out_of_range(raw: object, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        coerce_options(raw)
+    assert caught.value.message.startswith(message)
+
+
+def test_coerce_options_takes_the_edges_of_each_range() -> None:
+    edges = {"num_ctx": 4, "num_predict": -2, "temperature": 0, "top_k": 0, "top_p": 1,
+             "min_p": 0, "repeat_last_n": -1, "seed": -1, "frequency_penalty": -2.5}
+    assert coerce_options(edges) == edges

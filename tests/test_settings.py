@@ -14,6 +14,7 @@ from service.core.settings import (
     Variable,
     describe,
     parse_duration,
+    parse_keep_alive,
 )
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -43,8 +44,23 @@ def test_parse_duration(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("5m", 300.0), (1e308, FOREVER), ("1e308", FOREVER), (float("inf"), FOREVER),
+    ("1000000h", FOREVER), (99 * 365 * 86400, 99 * 365 * 86400.0), ("-inf", FOREVER),
+])
+def test_keep_alive_beyond_a_century_is_forever(text, seconds):
+    assert parse_keep_alive(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", float("nan")])
+def test_nan_is_no_duration(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("CORRAL_KEEP_ALIVE", "soon"),
+    ("CORRAL_KEEP_ALIVE", "nan"),
     ("CORRAL_HOST", "localhost:99999"),
     ("CORRAL_NUM_PARALLEL", "0"),
     ("CORRAL_MAX_QUEUE", "many"),
@@ -55,6 +71,10 @@ def test_parse_duration(text, seconds):
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_an_absurd_keep_alive_setting_is_forever():
+    assert Settings.from_env({"CORRAL_KEEP_ALIVE": "1e308"}).keep_alive == FOREVER
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("25ms", 0.025), ("0", 0.0), ("0.1", 0.1),

@@ -12,6 +12,7 @@ the caller decides whether to truncate, since only it knows which part of a chat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -104,7 +105,8 @@ class Engine:
         self._vocab = Vocab(self._model)
         self.metadata = llama_loader.read_metadata(self._model)
         self.chat_template = llama_loader.chat_template(self._model)
-        self.bos_token = self._vocab.text_of(llama_cpp.llama_vocab_bos(self._vocab.ptr))
+        self.bos_id = llama_cpp.llama_vocab_bos(self._vocab.ptr)  # -1 when the model has none
+        self.bos_token = self._vocab.text_of(self.bos_id)
         self.eos_token = self._vocab.text_of(llama_cpp.llama_vocab_eos(self._vocab.ptr))
         n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         kv = llama_loader.kv_cache_bytes(self._model, self.metadata, n_ctx)
@@ -133,10 +135,10 @@ class Engine:
         Raises ValueError for an empty prompt, unknown token ids, a prompt that leaves no room
         in the sequence's context, or (GrammarError) an output grammar llama.cpp cannot parse.
         """
-        options = options or Options()
-        limit = self.n_ctx_per_seq
-        if options.num_ctx > 0:
-            limit = min(options.num_ctx, limit)
+        limit = self.context_limit(options)
+        # The limit the sequence really has, so "the whole context" (repeat_last_n -1) is it,
+        # not a num_ctx the slot never had (a penalty window of 2**31 tokens).
+        options = dataclasses.replace(options or Options(), num_ctx=limit)
         if not tokens:
             raise ValueError("the prompt has no tokens")
         if min(tokens) < 0 or max(tokens) >= self._vocab.n_tokens:
@@ -161,6 +163,11 @@ class Engine:
             self._waiting.append(request)
             self._cond.notify()
         return request.stream
+
+    def context_limit(self, options: Options | None = None) -> int:
+        """The tokens one sequence may hold with these options: min(num_ctx, the slot size)."""
+        num_ctx = options.num_ctx if options is not None else 0
+        return min(num_ctx, self.n_ctx_per_seq) if num_ctx > 0 else self.n_ctx_per_seq
 
     def active(self) -> int:
         """Return the number of sequences admitted or waiting."""

@@ -9,6 +9,7 @@ and then asks /api/ps sees the result of that request.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis
 
+from service.core.settings import CENTURY
 from service.jobs import fleet
 from workers.model_pool import Loaded
 
@@ -51,14 +53,17 @@ class Heartbeat:
         self._thread.start()
 
     def _run(self) -> None:
-        # At once, then every INTERVAL: the fleet key also says this worker is alive, which
-        # is how a cancel tells a job's dead worker from a live one (service.jobs.fleet.alive).
+        """Publish at once, then every INTERVAL, until closed; nothing may end this loop, or
+        /api/ps would lose the worker's models for the rest of its life, and a cancel would take
+        the worker for dead (the fleet key is how service.jobs.fleet.alive tells)."""
         while True:
             try:
                 stale = time.monotonic() - self._published > TTL / 3
                 self.publish(only_if_changed=not stale)
             except (redis.RedisError, OSError):
                 log.warning("could not publish loaded models", exc_info=True)
+            except Exception:
+                log.exception("publishing loaded models failed")
             if self._stop.wait(INTERVAL):
                 return
 
@@ -69,9 +74,18 @@ class Heartbeat:
             state = tuple((m.key, m.users, m.expires_at) for m in loaded)
             if only_if_changed and state == self._last:
                 return
-            models = [self._entry(m) for m in loaded]
+            models = [entry for m in loaded if (entry := self._safe_entry(m)) is not None]
             fleet.publish(self.client, self.worker_id, models, TTL)
             self._last, self._published = state, time.monotonic()
+
+    def _safe_entry(self, loaded: Loaded) -> dict[str, Any] | None:
+        """One model's entry, or None (logged) if it cannot be described: one bad entry must
+        not take the others off /api/ps."""
+        try:
+            return self._entry(loaded)
+        except Exception:
+            log.exception("could not describe loaded model %s", loaded.key)
+            return None
 
     def _entry(self, loaded: Loaded) -> dict[str, Any]:
         name = loaded.info.get("name", loaded.key)
@@ -96,11 +110,10 @@ class Heartbeat:
     @staticmethod
     def _expires_at(loaded: Loaded, keep_alive: float) -> datetime | None:
         """Wall-clock expiry: in use counts as now + keep_alive (Ollama); None is forever."""
-        now = datetime.now(UTC)
         if loaded.expires_at is not None:
-            return now + timedelta(seconds=loaded.expires_at - time.monotonic())
-        if loaded.users > 0:
-            return now + timedelta(seconds=max(keep_alive, 0))
+            return _after(loaded.expires_at - time.monotonic())
+        if loaded.users > 0 and keep_alive >= 0:
+            return _after(keep_alive)
         return None
 
     def close(self) -> None:
@@ -110,3 +123,11 @@ class Heartbeat:
             fleet.withdraw(self.client, self.worker_id)
         except (redis.RedisError, OSError):
             pass
+
+
+def _after(seconds: float) -> datetime | None:
+    """Now plus `seconds`, or None (forever) past a century: a pool may hold any float (1e308,
+    inf, NaN), and a datetime stops at the year 9999."""
+    if not math.isfinite(seconds) or seconds > CENTURY:
+        return None
+    return datetime.now(UTC) + timedelta(seconds=seconds)

@@ -38,6 +38,30 @@ def build_options(model: Model, request: dict[str, Any], default_ctx: int) -> Op
     return Options(**values)
 
 
+def fit_prompt(tokens: list[int], limit: int, *, bos: int, num_predict: int,
+               truncate: bool) -> list[int]:
+    """The prompt's tokens cut to a sequence's context of `limit` tokens, as Ollama's runner
+    cuts them: a leading BOS token stays, then as much of the end as fits while leaving room
+    for the answer (answer_room). With truncate off, a prompt that does not fit is a 400."""
+    if len(tokens) < limit:
+        return tokens
+    head = 1 if tokens[0] == bos else 0
+    tail = limit - answer_room(limit, num_predict) - head
+    if not truncate or tail < 1:
+        raise InvalidRequest(
+            f"the prompt is {len(tokens)} tokens but the context holds {limit}: shorten the "
+            "prompt or raise num_ctx" + ("" if truncate else " (or leave 'truncate' on)"))
+    return tokens[:head] + tokens[-tail:]
+
+
+def answer_room(limit: int, num_predict: int) -> int:
+    """Tokens a cut prompt leaves free for the answer: num_predict when it is positive, else a
+    quarter of the context; never more than half of it, never none. (The engine has no context
+    shift: a sequence ends with "length" when its context is full.)"""
+    wanted = num_predict if num_predict > 0 else limit // 4
+    return max(1, min(wanted, limit // 2))
+
+
 def messages_for(model: Model, request: dict[str, Any], kind: str) -> list[dict[str, str]]:
     """The conversation to template: SYSTEM, the model's MESSAGEs, then the request's turns."""
     if kind == "chat":

@@ -11,6 +11,7 @@ derived from that declaration, so a default cannot drift between two places.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,23 +22,39 @@ from typing import Any
 from service.core.errors import SettingsError
 
 FOREVER = -1.0  # keep_alive below zero: keep the model loaded until the worker stops
+CENTURY = 100 * 365.25 * 86400.0  # seconds; a keep_alive longer than this means forever
 
 
 def parse_duration(text: str | int | float) -> float:
     """Return seconds for an Ollama-style duration: "5m", "1h30m", "300", 300, "0", "-1".
 
-    A bare number is seconds; any negative value means forever (returned as FOREVER).
+    A bare number is seconds; any negative value means forever (returned as FOREVER). NaN is
+    no duration at all ("nan" and JSON's NaN both parse as floats, so it is refused here).
     """
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
-        return FOREVER if text < 0 else float(text)
-    text = str(text).strip()
-    try:
         seconds = float(text)
-    except ValueError:
-        seconds = _parse_go_duration(text)
+    else:
+        text = str(text).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = _parse_go_duration(text)
+    if math.isnan(seconds):
+        raise ValueError(f"not a duration: {text!r}")
     return FOREVER if seconds < 0 else seconds
+
+
+def parse_keep_alive(text: str | int | float) -> float:
+    """A keep_alive: parse_duration, where anything beyond a century (infinity too) is forever.
+
+    Ollama saturates a duration at Go's largest (about 292 years) and /api/ps shows that as
+    forever; corral turns an expiry into a wall-clock time, which cannot pass the year 9999, so
+    a value no one can mean literally (`1e308`) is read as what it amounts to: forever.
+    """
+    seconds = parse_duration(text)
+    return FOREVER if seconds > CENTURY else seconds
 
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -221,7 +238,7 @@ class Settings:
         "CORRAL_DATABASE_URL", None, str,
         "SQLAlchemy URL of the job history; unset is SQLite at $CORRAL_HOME/corral.db")
     keep_alive: float = setting(
-        "CORRAL_KEEP_ALIVE", "5m", parse_duration,
+        "CORRAL_KEEP_ALIVE", "5m", parse_keep_alive,
         "How long a model stays loaded after its last request (duration, 0, negative=forever)")
     num_parallel: int = setting("CORRAL_NUM_PARALLEL", "4", _positive_int,
                                 "Sequences one loaded model decodes together in a worker")

@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Response
 
-from service.core.errors import InvalidRequest, JobFailed, ServiceUnavailable
+from service.core.errors import CorralError, InvalidRequest, JobFailed, ServiceUnavailable
 from service.http.services import Services, services
 from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber
@@ -112,6 +112,16 @@ def _guard(services: Services, job: Job, events: Iterator[Event]) -> Iterator[Ev
         yield Event("0-0", "error", {"error": message})
 
 
+def failure(event: Event) -> CorralError:
+    """The error an `error` event stands for. `"status": 400` is the worker saying the request
+    itself was bad (an input too long with truncation off, a schema it cannot turn into a
+    grammar), so it leaves as a 400, not a 500."""
+    message = event.data.get("error", "job failed")
+    if event.data.get("status") == 400:
+        return InvalidRequest(message)
+    return JobFailed(message)
+
+
 def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
     """Join the tokens of a job; return (text, done data) or raise the job's error. A job
     whose worker was lost starts over, so the text of the lost attempt is dropped."""
@@ -124,34 +134,47 @@ def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
         elif event.type == "done":
             return "".join(parts), event.data
         elif event.type == "error":
-            raise JobFailed(event.data.get("error", "job failed"))
+            raise failure(event)
     raise JobFailed("job ended without a result")
 
 
 def outcome(events: Iterator[Event]) -> dict[str, Any]:
-    """Wait for a job that streams no tokens (embeddings); return its done data or raise.
-
-    An error event with `"status": 400` is the worker saying the request itself was bad
-    (e.g. an input too long with truncation off), so it leaves as a 400, not a 500.
-    """
+    """Wait for a job that streams no tokens (embeddings); return its done data or raise."""
     for event in events:
         if event.type == "done":
             return event.data
         if event.type == "error":
-            message = event.data.get("error", "job failed")
-            if event.data.get("status") == 400:
-                raise InvalidRequest(message)
-            raise JobFailed(message)
+            raise failure(event)
     raise JobFailed("job ended without a result")
 
 
+def refused_before_output(following: Following) -> Following:
+    """Wait for a streamed job's first output; raise its 400 if the worker refused the request.
+
+    As Ollama does, an error that comes before any content sets the status, so a request the
+    worker found bad is a 400 streamed or not. Nothing is sent before the first token anyway
+    (the server writes the headers with the first chunk), so the wait delays nothing.
+    """
+    held: list[Event] = []
+    for event in following.events:
+        held.append(event)
+        if event.type == "error" and event.data.get("status") == 400:
+            raise failure(event)
+        if event.type != "status":
+            break
+    events = itertools.chain(held, following.events)
+    return Following(following.job, events, following.cancel)
+
+
 def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
-    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure.
+    """Stream a job as Ollama does: one JSON object per line, an `error` line on failure (a
+    400 instead, if the worker refused the request before any output).
 
     A job whose worker is lost before any text went out starts over unseen; after some text
     went out, the client cannot take it back, so the stream ends with an error line and the
     job is cancelled (see LOST_MID_STREAM).
     """
+    following = refused_before_output(following)
 
     def lines() -> Iterator[str]:
         sent = False

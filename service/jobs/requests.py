@@ -12,7 +12,7 @@ from typing import Any
 
 from service.core import fields
 from service.core.errors import InvalidRequest
-from service.core.settings import parse_duration
+from service.core.settings import parse_keep_alive
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
 from service.models.registry import is_url
@@ -22,12 +22,13 @@ MAX_SOURCE = 255  # the job row's model column holds a pull's source
 
 
 def keep_alive(body: dict[str, Any]) -> float | None:
-    """keep_alive: a duration string ("5m"), seconds, 0 (unload now) or negative (forever)."""
+    """keep_alive: a duration string ("5m"), seconds, 0 (unload now) or negative (forever);
+    beyond a century is forever too (settings.parse_keep_alive says why)."""
     value = fields.field(body, "keep_alive", (str, int, float))
     if value is None:
         return None
     try:
-        return parse_duration(value)
+        return parse_keep_alive(value)
     except ValueError:
         raise InvalidRequest(f"invalid field 'keep_alive': {value!r} is not a duration") from None
 
@@ -43,7 +44,66 @@ def _format(body: dict[str, Any]) -> str | dict | None:
     value = fields.field(body, "format", (str, dict))
     if isinstance(value, str) and value not in ("", "json"):
         raise InvalidRequest("invalid field 'format': expected \"json\" or a JSON schema")
+    if isinstance(value, dict):
+        check_schema(value, "format")
     return value or None
+
+
+MAX_SCHEMA_DEPTH = 32  # nested subschemas; real output formats are a few levels deep
+SCHEMA_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
+_SUBSCHEMA = ("items", "additionalProperties", "not", "contains")  # key -> one schema
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")  # name -> schema
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")  # key -> [schema, ...]
+
+
+def check_schema(schema: Any, where: str, depth: int = 0) -> None:
+    """Refuse a JSON schema the worker's grammar builder would choke on, naming the part.
+
+    The grammar itself is built in the worker (the service never imports llama_cpp); what
+    can be seen here without it is checked here: every (sub)schema is an object (or true /
+    false), and every `type` is a JSON Schema type or a list of them. Nesting is capped, so a
+    deep schema is a 400 here rather than a RecursionError here or in the worker.
+    """
+    if depth > MAX_SCHEMA_DEPTH:
+        raise InvalidRequest(f"invalid field '{where}': nested deeper than {MAX_SCHEMA_DEPTH}")
+    if isinstance(schema, bool):
+        return
+    if not isinstance(schema, dict):
+        raise InvalidRequest(f"invalid field '{where}': a JSON schema must be an object")
+    kinds = schema.get("type")
+    for kind in kinds if isinstance(kinds, list) else [] if kinds is None else [kinds]:
+        if kind not in SCHEMA_TYPES:
+            raise InvalidRequest(f"invalid field '{where}.type': {kind!r} is not a JSON Schema "
+                                 f"type (one of {', '.join(SCHEMA_TYPES)})")
+    for key in _SUBSCHEMA:
+        if isinstance(schema.get(key), list):  # draft 4's tuple form of `items`
+            _check_list(schema[key], f"{where}.{key}", depth + 1)
+        elif key in schema:
+            check_schema(schema[key], f"{where}.{key}", depth + 1)
+    for key in _SUBSCHEMA_MAPS:
+        if key in schema:
+            _check_map(schema[key], f"{where}.{key}", depth + 1)
+    for key in _SUBSCHEMA_LISTS:
+        if key in schema:
+            _check_list(schema[key], f"{where}.{key}", depth + 1)
+    required = schema.get("required")
+    if required is not None and not (isinstance(required, list)
+                                     and all(isinstance(r, str) for r in required)):
+        raise InvalidRequest(f"invalid field '{where}.required': expected an array of strings")
+
+
+def _check_map(value: Any, where: str, depth: int) -> None:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"invalid field '{where}': expected an object of schemas")
+    for name, schema in value.items():
+        check_schema(schema, f"{where}.{name}", depth)
+
+
+def _check_list(value: Any, where: str, depth: int) -> None:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"invalid field '{where}': expected an array of schemas")
+    for i, schema in enumerate(value):
+        check_schema(schema, f"{where}[{i}]", depth)
 
 
 @dataclass
@@ -59,6 +119,7 @@ class GenerateRequest:
     format: str | dict | None = None  # "json" constrains output to JSON
     options: dict[str, Any] = field(default_factory=dict)  # runtime options (temperature, ...)
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
+    truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:
@@ -70,6 +131,7 @@ class GenerateRequest:
             raw=fields.field(body, "raw", bool, False),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
+            truncate=fields.field(body, "truncate", bool, True),
         )
 
     def to_job(self) -> dict[str, Any]:
@@ -104,6 +166,7 @@ class ChatRequest:
     format: str | dict | None = None  # "json" constrains output to JSON
     options: dict[str, Any] = field(default_factory=dict)  # runtime options
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
+    truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ChatRequest:
@@ -112,6 +175,7 @@ class ChatRequest:
             messages=_messages(body),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
+            truncate=fields.field(body, "truncate", bool, True),
         )
 
     def to_job(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ with its line number before anything is written to the store.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,33 @@ PARAMETER_TYPES: dict[str, type] = {
     "mirostat_eta": float,
     "penalize_newline": bool,
     "stop": list,
+}
+
+INT32 = 2**31 - 1  # llama.cpp takes its integer options as C ints
+# The values each numeric option may take, (low, high) inclusive; an option not named here
+# takes any finite value an int32 holds (ints) or any finite number (floats). The engine gives
+# a sequence min(num_ctx, CORRAL_NUM_CTX) tokens; 4 is Ollama's floor (llm/server.go), room
+# for a BOS token, a prompt token and an answer.
+RANGES: dict[str, tuple[float, float]] = {
+    "num_ctx": (4, INT32),
+    "num_batch": (1, INT32),
+    "num_gpu": (-1, INT32),  # -1: as many layers as fit (Ollama)
+    "main_gpu": (0, INT32),
+    "num_thread": (0, INT32),  # 0: let the runtime decide
+    "num_keep": (-1, INT32),  # -1: keep the whole prompt (Ollama)
+    "seed": (-(2**63), 2**63 - 1),  # negative: random
+    "num_predict": (-2, INT32),  # -1: until the end of generation, -2: fill the context
+    "top_k": (0, INT32),  # 0: off
+    "top_p": (0, 1),
+    "min_p": (0, 1),
+    "typical_p": (0, 1),
+    "tfs_z": (0, math.inf),
+    "repeat_last_n": (-1, INT32),  # -1: the whole context, 0: off
+    "temperature": (0, math.inf),  # 0: greedy
+    "repeat_penalty": (0, math.inf),
+    "mirostat": (0, 2),
+    "mirostat_tau": (0, math.inf),
+    "mirostat_eta": (0, math.inf),
 }
 
 MESSAGE_ROLES = ("system", "user", "assistant")
@@ -143,19 +171,51 @@ def coerce_options(raw: Any) -> dict[str, Any]:
         converted = _from_json(kind, value)
         if converted is None:
             raise InvalidRequest(f"invalid option '{key}': expected {_EXPECTED[kind]}")
+        problem = out_of_range(key, converted)
+        if problem:
+            raise InvalidRequest(f"invalid option '{key}': {problem}")
         options[key] = converted
     return options
 
 
+def out_of_range(name: str, value: Any) -> str | None:
+    """What is wrong with an option's typed value (None when nothing is): NaN, infinities and
+    values outside RANGES would reach llama.cpp's C ints and samplers and fail the job there."""
+    kind = PARAMETER_TYPES[name]
+    if kind is list or kind is bool:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    default = (-INT32 - 1, INT32) if kind is int else (-math.inf, math.inf)
+    low, high = RANGES.get(name, default)
+    if low <= value <= high:
+        return None
+    if math.isfinite(low) and high < INT32:
+        return f"must be between {_number(low)} and {_number(high)}"
+    if value < low:
+        return f"must be at least {_number(low)}"
+    return f"must be at most {_number(high)}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _from_json(kind: type, value: Any) -> Any:
     """Return value as `kind`, or None when a JSON value of that type cannot stand for it."""
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is bool:
-        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or kind is bool:
+        return value if kind is bool and isinstance(value, bool) else None
     if kind is int:  # JSON has one number type; 4096.0 is an integer, 0.5 is not
-        return int(value) if is_number and float(value).is_integer() else None
+        if isinstance(value, int):
+            return value  # as it is: a 400-digit integer does not fit a float
+        return int(value) if isinstance(value, float) and value.is_integer() else None
     if kind is float:
-        return float(value) if is_number else None
+        if not isinstance(value, int | float):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float: out of range, said as such
+            return math.inf
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
     return None
@@ -231,6 +291,9 @@ def _set_parameter(parameters: dict[str, Any], line_no: int, name: str, value: s
     converted = _from_text(kind, value)
     if converted is None:
         raise _error(line_no, f"invalid value for parameter '{name}': expected {_EXPECTED[kind]}")
+    problem = out_of_range(name, converted)
+    if problem:
+        raise _error(line_no, f"invalid value for parameter '{name}': {problem}")
     parameters[name] = converted
 
 

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from service.core.errors import InvalidRequest
 from service.jobs.control import cancel_key, send
 from service.jobs.events import Publisher
 from service.jobs.records import Job, JobStatus
 from service.models.store import Model
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
-from workers.prompt import build_options, build_prompt
+from workers.prompt import build_options, build_prompt, fit_prompt
 
 # Batch lines stream their text at most once a second: few follow one live, and on the batch
 # path every event is CPU taken from the decode of the other lines.
@@ -32,14 +33,30 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
         _load_only(job, ctx, model, key, keep_alive, events)
         return
     engine, load_ns = ctx.pool.acquire(key, model, _info(model))
+    refused: InvalidRequest | None = None
     try:
         stream = _decode(job, ctx, model, engine, events)
+    except InvalidRequest as exc:
+        stream, refused = None, exc
     finally:
         # Released before "done" is sent, so a client that sees the end also sees the
         # model unloaded when it asked for keep_alive 0.
         ctx.pool.release(key, keep_alive)
         ctx.loaded_changed()
+    if refused is not None:
+        _refuse(job, ctx, refused, load_ns, events)
+        return
     _succeed(job, ctx, stream, load_ns, events)
+
+
+def _refuse(job: Job, ctx: JobContext, exc: InvalidRequest, load_ns: int,
+            events: Publisher) -> None:
+    """Fail a job whose request the worker found bad (a schema it cannot turn into a grammar,
+    a prompt too long with truncate off) with status 400 in its error event, as embed does,
+    so the API answers 400 rather than 500."""
+    metrics = {"load_duration": load_ns, "total_duration": job.elapsed_ns()}
+    ctx.jobs.finish(job.id, JobStatus.FAILED, error=exc.message, metrics=metrics)
+    events.emit("error", error=exc.message, status=400)
 
 
 def _only_loads(job: Job) -> bool:
@@ -57,7 +74,13 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     """Submit the prompt and publish its text as the engine produces it (see stream_pace)."""
     prompt = build_prompt(model, job.request, job.kind, engine)
     options = build_options(model, job.request, ctx.settings.num_ctx)
-    stream = engine.submit(engine.tokenize(prompt), options)
+    tokens = fit_prompt(engine.tokenize(prompt), engine.context_limit(options), bos=engine.bos_id,
+                        num_predict=options.num_predict,
+                        truncate=job.request.get("truncate", True) is not False)
+    try:
+        stream = engine.submit(tokens, options)
+    except ValueError as exc:  # a grammar llama.cpp cannot parse (GrammarError), no tokens
+        raise InvalidRequest(str(exc)) from None
     with ctx.streams.running(job.id, stream):
         try:
             if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered

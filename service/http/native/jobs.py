@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,6 +27,9 @@ from service.jobs.records import Job, JobStatus
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 _MAX_PAGE = 500
+PREVIEW = 200  # characters of output (and of an error) a list row carries
+_EVENT_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")  # a Redis stream id: "<ms>-<seq>"
+_ID_PART_MAX = 2**64 - 2  # a part may be one below the largest: "(" then adds one
 
 
 def _links(job: Job) -> dict[str, str]:
@@ -160,6 +164,31 @@ def _time_arg(name: str) -> datetime | None:
         raise InvalidRequest(f"invalid parameter '{name}': expected an ISO 8601 time") from None
 
 
+_LISTED = ("id", "kind", "model", "status", "queue", "priority", "batch_id", "done_reason",
+           "created_at", "started_at", "first_token_at", "finished_at", "worker_host", "device",
+           "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
+           "load_duration", "total_duration")
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW:
+        return text
+    return text[:PREVIEW] + "…"
+
+
+def summarize(job: Job) -> dict[str, Any]:
+    """A job as GET /jobs lists it: what it is, where it is, its metrics and the start of its
+    output. Never the request or the whole output, which may be megabytes per row; GET
+    /jobs/<id> (its `self` link) has those."""
+    whole = job.to_dict()
+    data: dict[str, Any] = {key: whole[key] for key in _LISTED}
+    data["error"] = _preview(job.error)
+    data["preview"] = _preview(_output_so_far(job))
+    data["position"] = services().jobs.position(job) if job.status == "queued" else None
+    data["links"] = _links(job)
+    return data
+
+
 @bp.get("")
 def list_jobs():
     """Jobs newest first: ?status=queued,running&model=&batch=&since=&until=&limit=&cursor="""
@@ -173,9 +202,22 @@ def list_jobs():
         status=statuses, model=request.args.get("model"), batch_id=request.args.get("batch"),
         since=_time_arg("since"), until=_time_arg("until"),
         before=_parse_cursor(cursor) if cursor else None, limit=limit)
-    rows = [describe(job) for job in jobs]
+    rows = [summarize(job) for job in jobs]
     next_cursor = _cursor(jobs[-1]) if len(jobs) == limit else None
     return jsonify({"jobs": rows, "next_cursor": next_cursor})
+
+
+def _event_id(name: str, where: str) -> str | None:
+    """The event id a client resumes after (a header or a query parameter), checked: Redis
+    refuses anything but "<ms>-<seq>" with 64-bit parts, and that would be a 500."""
+    value = request.headers.get(name) if where == "header" else request.args.get(name)
+    if not value:
+        return None
+    match = _EVENT_ID.fullmatch(value.strip())
+    if not match or any(int(part) > _ID_PART_MAX for part in match.groups("0")):
+        raise InvalidRequest(f"invalid {where} '{name}': expected an event id such as "
+                             "1700000000000-0")
+    return match.group(0)
 
 
 def _sse(event: Event) -> str:
@@ -195,7 +237,7 @@ def _from_history(job: Job) -> list[Event]:
 def job_events(job_id: str):
     """Stream the job's events as SSE; Last-Event-ID resumes right after that event."""
     job = _find(job_id)
-    after = request.headers.get("Last-Event-ID") or request.args.get("after")
+    after = _event_id("Last-Event-ID", "header") or _event_id("after", "parameter")
     subscriber = Subscriber(services().redis, job.id)
     expired = JobStatus(job.status).finished and not subscriber.replay()
 

@@ -24,6 +24,7 @@ from service.http.relay import (
     Following,
     collect,
     follow,
+    refused_before_output,
     retrying,
     streamed,
 )
@@ -70,7 +71,7 @@ def _answer(kind: JobKind, parsed: types.Parsed, prefix: str):
     reply = types.Reply(f"{prefix}-{following.job.id}", parsed.job.model, int(time.time()),
                         chat=kind is JobKind.CHAT)
     if parsed.stream:
-        return _sse(following, reply, parsed.include_usage)
+        return _sse(refused_before_output(following), reply, parsed.include_usage)
     text, done = collect(following.events)
     return jsonify(reply.whole(text, done))
 

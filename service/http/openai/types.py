@@ -16,7 +16,8 @@ import numpy as np
 
 from service.core import fields
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest
+from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, check_schema
+from service.models.modelfile import INT32, RANGES
 
 # Request fields read (any other, e.g. `user` or `logprobs`, is ignored, as Ollama does):
 #   model                  model name, as GET /v1/models lists it (404 model_not_found if absent)
@@ -80,8 +81,8 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     for name in ("max_completion_tokens", "max_tokens"):
         value = param(body, name, int)
         if value is not None:
-            if value < 1:
-                raise InvalidParam(name, f"invalid field '{name}': must be at least 1")
+            if not 1 <= value <= INT32:  # the same C int as the Ollama face's num_predict
+                raise InvalidParam(name, f"invalid field '{name}': must be between 1 and {INT32}")
             return value
     return None
 
@@ -96,9 +97,22 @@ def _format(body: dict[str, Any]) -> str | dict | None:
     wrapper = value.get("json_schema")
     schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
     if value.get("type") == "json_schema" and isinstance(schema, dict):
+        try:
+            check_schema(schema, "response_format.json_schema.schema")
+        except InvalidRequest as exc:
+            raise InvalidParam("response_format", exc.message) from None
         return schema
     raise InvalidParam("response_format", "invalid field 'response_format': expected type "
                        "text, json_object, or json_schema with a json_schema.schema object")
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    """`seed`: any integer the Ollama face's seed option takes (a 64-bit one)."""
+    value = param(body, "seed", int)
+    low, high = RANGES["seed"]
+    if value is not None and not low <= value <= high:
+        raise InvalidParam("seed", "invalid field 'seed': expected a 64-bit integer")
+    return value
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +124,7 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         "top_p": _number(body, "top_p", 0, 1),
         "frequency_penalty": _number(body, "frequency_penalty", -2, 2),
         "presence_penalty": _number(body, "presence_penalty", -2, 2),
-        "seed": param(body, "seed", int),
+        "seed": _seed(body),
         "num_predict": _max_tokens(body),
         "stop": _stop(body),
     }
