@@ -204,6 +204,11 @@ def web_command(settings: Settings) -> list[str]:
         "--worker-class", "gthread", "--workers", "1",
         "--threads", str(settings.http_threads), "--worker-connections", str(settings.http_threads),
         "--timeout", "120", "--graceful-timeout", "10",
+        # gunicorn answers an over-long request line or header with an HTML page of its own;
+        # with its largest bounded request line (8190, 0 is unlimited) a 5,000-character
+        # /api/blobs/<digest> reaches Flask and gets a JSON 400, and 32 KiB header fields let
+        # the cookie jar a browser sends to localhost (shared by every local port) through.
+        "--limit-request-line", "8190", "--limit-request-field_size", "32768",
         "--log-level", "debug" if settings.debug else "warning",
         "service:create_app()",
     ]

@@ -28,6 +28,24 @@ class InvalidRequest(CorralError):
     status = 400
 
 
+class Forbidden(CorralError):
+    """The request came through a door a local service keeps shut (foreign Host or Origin)."""
+
+    status = 403
+
+
+class PayloadTooLarge(CorralError):
+    """The request body is larger than the service reads (CORRAL_MAX_REQUEST_BYTES)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(CorralError):
+    """The body's Content-Type is not one the endpoint reads (not JSON where JSON is read)."""
+
+    status = 415
+
+
 class ModelNotFound(CorralError):
     """No model of that name is in the store."""
 

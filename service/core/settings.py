@@ -274,6 +274,9 @@ class Settings:
         "Lines of one batch queued or running at once; the rest wait in the database")
     max_upload: int = setting("CORRAL_MAX_UPLOAD", "200MB", _size,
                               "Largest batch file /v1/files and /batches accept (larger is 413)")
+    max_request_bytes: int = setting(
+        "CORRAL_MAX_REQUEST_BYTES", "32MB", _size,
+        "Largest JSON request body read (larger is 413); room for base64 images in a chat")
     stream_interval: float = setting(
         "CORRAL_STREAM_INTERVAL", "50ms", _interval,
         "Shortest time between two streamed chunks of one job, times the sequences its "

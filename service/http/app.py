@@ -1,4 +1,4 @@
-"""The Flask application factory: services, error handlers, CORS, one blueprint per face."""
+"""The Flask application factory: services, error handlers, the front door, CORS, the faces."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from service.core.settings import Settings
-from service.http import console, cors, errors, native, ollama, openai
+from service.http import console, cors, errors, front_door, native, ollama, openai
 from service.http.services import EXTENSION, build_services
 
 
@@ -19,6 +19,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     settings = settings or Settings.from_env()
     app.extensions[EXTENSION] = build_services(settings)
     errors.install(app)
+    front_door.install(app, settings.host, settings.origins)  # refusals before CORS answers
     cors.install(app, settings.origins)
     if settings.debug:
         logging.basicConfig(level=logging.DEBUG)
