@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 OUT    := out
 
-.PHONY: install run test lint bench bench-peers clean
+.PHONY: install run test lint bench bench-faults bench-peers clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ lint: install
 bench: install
 	$(BIN)/pip install -q --group bench
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# Load and faults against a real `corral serve`: 1,000 jobs from 50 clients accounted for,
+# /api/version under 200 open streams, and a worker SIGKILLed with jobs running and queued.
+bench-faults: install
+	$(BIN)/python -m tests.bench.faults $(BENCH_ARGS)
 
 # llama.cpp's own server, built from the llama.cpp sources vendored in llama-cpp-python's sdist
 # (the same llama.cpp that corral runs), into out/peers/ so nothing built lands in git.
