@@ -202,7 +202,9 @@ def web_command(settings: Settings) -> list[str]:
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
         "--worker-class", "gthread", "--workers", "1",
-        "--threads", str(settings.http_threads), "--worker-connections", str(settings.http_threads),
+        # Connections beyond the threads wait idle in keep-alive, as gunicorn asks.
+        "--threads", str(settings.http_threads),
+        "--worker-connections", str(2 * settings.http_threads),
         "--timeout", "120", "--graceful-timeout", "10",
         # gunicorn answers an over-long request line or header with an HTML page of its own;
         # with its largest bounded request line (8190, 0 is unlimited) a 5,000-character

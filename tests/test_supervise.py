@@ -418,3 +418,15 @@ def test_a_worker_that_keeps_dying_fast_makes_serve_give_up(tmp_path):
         served.stderr
     gone, alive = psutil.wait_procs(family, timeout=5)
     assert not alive and not port_open(served.port) and not port_open(served.redis_port)
+
+
+def test_the_api_can_hold_a_redis_connection_for_every_request_thread(settings):
+    """Each open stream holds a pub/sub connection: redis-py's default pool (100) refused the
+    101st stream with 'Too many connections' once the API served more threads than that."""
+    from service.http.services import build_services
+
+    services = build_services(dataclasses.replace(settings, http_threads=300))
+    try:
+        assert services.redis.connection_pool.max_connections > 2 * 300
+    finally:
+        services.close()

@@ -57,7 +57,11 @@ def build_services(settings: Settings) -> Services:
     """Connect (lazily) to Redis and the database; nothing is contacted until first use."""
     if not settings.redis_url:
         raise CorralError("CORRAL_REDIS_URL is not set: start corral with `corral serve`")
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    # Each open stream holds a pub/sub connection for as long as it lasts, on top of the
+    # commands of every other request: redis-py's default pool of 100 would refuse the
+    # 101st stream ("Too many connections").
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30,
+                                  max_connections=2 * settings.http_threads + 64)
     db = make_engine(settings.database)
     jobs = JobStore(make_sessionmaker(db))
     queue = JobQueue(make_producer(settings, settings.redis_url), jobs, client, settings)
