@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.events import Subscriber
+from service.jobs.events import Subscriber, attempt_text
 from service.jobs.kinds import JobKind
 from tests.conftest import running_worker
 from tests.waiting import wait_until
@@ -140,13 +140,7 @@ def _tokens(services, job_id: str) -> str:
 
 
 def _text_after_retry(services, job_id: str) -> str:
-    parts: list[str] = []
-    for event in Subscriber(services.redis, job_id).replay():
-        if event.type == "token":
-            parts.append(event.data["text"])
-        elif event.type == "status" and event.data.get("status") == "retrying":
-            parts.clear()
-    return "".join(parts)
+    return attempt_text(Subscriber(services.redis, job_id).replay())
 
 
 def test_cancelling_a_job_whose_worker_died_ends_it_at_once(app, client, fast):

@@ -22,7 +22,7 @@ from flask import Response
 from service.core.errors import CorralError, InvalidRequest, JobFailed, ServiceUnavailable
 from service.http.services import Services, services
 from service.jobs.control import request_cancel
-from service.jobs.events import Event, Publisher, Subscriber
+from service.jobs.events import Event, Publisher, Subscriber, retrying
 from service.jobs.kinds import JobKind, JobRequest
 from service.jobs.records import Job, JobStatus
 
@@ -56,11 +56,6 @@ def cancel(ctx: Services, job_id: str) -> None:
         Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit("done", done_reason="cancel")
     else:
         request_cancel(ctx.redis, job_id)
-
-
-def retrying(event: Event) -> bool:
-    """Whether `event` says the job's worker was lost and the job starts over elsewhere."""
-    return event.type == "status" and event.data.get("status") == "retrying"
 
 
 LOST_MID_STREAM = ("the worker running this request was lost after part of the answer was "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,25 @@ class Event:
 def id_key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+RETRYING = "retrying"  # a `status` event's status when the job's worker was lost
+
+
+def retrying(event: Event) -> bool:
+    """Whether `event` says the job's worker was lost and the job starts over elsewhere."""
+    return event.type == "status" and event.data.get("status") == RETRYING
+
+
+def attempt_text(events: Iterable[Event]) -> str:
+    """The text of the job's current attempt: the tokens after its last `retrying` event."""
+    parts: list[str] = []
+    for event in events:
+        if event.type == "token":
+            parts.append(event.data["text"])
+        elif retrying(event):
+            parts.clear()
+    return "".join(parts)
 
 
 def _decode(event_id: str | bytes, payload: str | bytes) -> Event:

@@ -19,7 +19,7 @@ import logging
 
 import redis
 
-from service.jobs.events import Publisher
+from service.jobs.events import RETRYING, Publisher
 from service.jobs.queue import JobQueue
 from service.jobs.records import Job, JobStatus, JobStore
 
@@ -61,7 +61,7 @@ class LeaseSweeper:
             return False  # another sweeper, or the worker itself, got there first
         log.warning("job %s: worker %s lost it (attempt %d); queued again", job.id,
                     job.lease_owner, job.attempts)
-        self._events(job).emit("status", status="retrying", attempt=job.attempts,
+        self._events(job).emit("status", status=RETRYING, attempt=job.attempts,
                                lost_by=job.lease_owner)
         self.queue.enqueue(job)
         return True

@@ -15,12 +15,12 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from service.core.db import aware, now
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.fields import field
+from service.http import relay
 from service.http.inputs import json_body, query_int
-from service.http.relay import SSE_HEADERS, retrying
+from service.http.relay import SSE_HEADERS
 from service.http.services import services
 from service.jobs import fleet
-from service.jobs.control import request_cancel
-from service.jobs.events import Event, Publisher, Subscriber, id_key
+from service.jobs.events import Event, Publisher, Subscriber, attempt_text, id_key
 from service.jobs.kinds import KINDS, JobKind, parse_kind
 from service.jobs.records import Job, JobStatus
 
@@ -80,13 +80,7 @@ def _output_so_far(job: Job) -> str:
     worker was lost starts over); a finished one's from its row."""
     if JobStatus(job.status).finished:
         return job.output or ""
-    parts: list[str] = []
-    for event in Subscriber(services().redis, job.id).replay():
-        if event.type == "token":
-            parts.append(event.data["text"])
-        elif retrying(event):
-            parts.clear()
-    return "".join(parts)
+    return attempt_text(Subscriber(services().redis, job.id).replay())
 
 
 def describe(job: Job) -> dict[str, Any]:
@@ -110,21 +104,16 @@ def cancel(job_id: str):
     ctx = services()
     if JobStatus(job.status).finished:
         raise Conflict(f"job '{job_id}' already {job.status}")
-    if ctx.jobs.cancel_queued(job_id):
-        Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit("done", done_reason="cancel")
-        return jsonify(describe(_find(job_id)))
-    request_cancel(ctx.redis, job_id)
+    relay.cancel(ctx, job_id)  # a queued job ends now; a running one's worker is asked
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         job = _find(job_id)
         if JobStatus(job.status).finished:
             return jsonify(describe(job))
-        if job.status == "running" and _abandoned(job) and ctx.jobs.cancel_abandoned(job):
-            # Its worker is gone: no one else will ever end it, so end it here, now.
-            Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit(
-                "done", done_reason="cancel")
-            return jsonify(describe(_find(job_id)))
-        if job.status == "queued" and ctx.jobs.cancel_queued(job_id):  # handed back meanwhile
+        # A worker that is gone will never end its job, and a job handed back meanwhile is
+        # queued again: either is ended here, now.
+        if (job.status == "running" and _abandoned(job) and ctx.jobs.cancel_abandoned(job)
+                or job.status == "queued" and ctx.jobs.cancel_queued(job_id)):
             Publisher(ctx.redis, job_id, ctx.settings.result_ttl).emit(
                 "done", done_reason="cancel")
             return jsonify(describe(_find(job_id)))

@@ -25,10 +25,10 @@ from service.http.relay import (
     collect,
     follow,
     refused_before_output,
-    retrying,
     streamed,
 )
 from service.http.services import services
+from service.jobs.events import retrying
 from service.jobs.kinds import JobKind
 
 bp = Blueprint("completions", __name__)
