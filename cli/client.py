@@ -22,17 +22,17 @@ class APIError(click.ClickException):
         self.status = status
 
 
-def default_base_url() -> str:
-    """CORRAL_HOST as a URL, as `ollama` uses OLLAMA_HOST."""
-    return Settings.from_env().base_url
-
-
 class Client:
-    """Small JSON-over-HTTP client for corral's API."""
+    """Small JSON-over-HTTP client for corral's API at CORRAL_HOST (as `ollama` uses
+    OLLAMA_HOST); sends CORRAL_API_KEY when it is set."""
 
-    def __init__(self, base_url: str | None = None, timeout: float = 3600.0) -> None:
-        self.base_url = (base_url or default_base_url()).rstrip("/")
+    def __init__(self, base_url: str | None = None, timeout: float = 3600.0,
+                 api_key: str | None = None) -> None:
+        settings = Settings.from_env()
+        self.base_url = (base_url or settings.base_url).rstrip("/")
         self.timeout = timeout
+        key = settings.api_key if api_key is None else api_key
+        self.auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     def _open(self, method: str, path: str, body: Any = None, data: bytes | None = None,
               headers: dict[str, str] | None = None):
@@ -40,7 +40,7 @@ class Client:
             data = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
         req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers=headers or {})
+                                     headers={**self.auth, **(headers or {})})
         try:
             return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "create": "cli.models:create",
     "env": "cli.serve:env_command",
     "jobs": "cli.jobs:jobs",
+    "keys": "cli.keys:keys",
     "list": "cli.models:list_models",
     "ps": "cli.models:ps",
     "pull": "cli.models:pull",

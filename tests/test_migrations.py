@@ -10,7 +10,7 @@ COLUMNS = {
     "done_reason", "created_at", "started_at", "finished_at", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration", "load_duration", "total_duration",
     "first_token_at", "worker_host", "device", "idempotency_key",
-    "attempts", "lease_owner", "lease_expires_at", "lost_by",
+    "attempts", "lease_owner", "lease_expires_at", "lost_by", "owner",
 }
 
 
@@ -33,7 +33,9 @@ def _tables(url):
 def check_round_trip(url):
     upgrade(url)
     assert _columns(url) == COLUMNS
-    assert {"batches", "batch_lines", "files"} <= _tables(url)
+    assert {"batches", "batch_lines", "files", "api_keys"} <= _tables(url)
+    downgrade(url, "0004")
+    assert "owner" not in _columns(url) and "api_keys" not in _tables(url)
     downgrade(url, "0003")
     assert "lease_owner" not in _columns(url) and "idempotency_key" in _columns(url)
     downgrade(url, "0001")

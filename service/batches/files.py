@@ -40,6 +40,7 @@ class File(Base):
     filename: Mapped[str] = mapped_column(String(255))
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(32))  # the API key it was uploaded with
 
     @property
     def created(self) -> int:
@@ -68,7 +69,8 @@ class FileStore:
             raise TooLarge(f"file too large: {length} bytes, the limit is {self.limit} "
                            "(CORRAL_MAX_UPLOAD)")
 
-    def save(self, source: IO[bytes], filename: str, purpose: str) -> File:
+    def save(self, source: IO[bytes], filename: str, purpose: str,
+             owner: str | None = None) -> File:
         """Copy `source` to disk, refusing (413) once it passes the limit, then record it.
 
         The row is written last, so a refused or broken upload leaves nothing behind.
@@ -86,12 +88,13 @@ class FileStore:
             os.replace(partial, self.path(file_id))
         finally:
             partial.unlink(missing_ok=True)
-        return self.record(file_id, filename, purpose, size)
+        return self.record(file_id, filename, purpose, size, owner)
 
-    def record(self, file_id: str, filename: str, purpose: str, size: int) -> File:
+    def record(self, file_id: str, filename: str, purpose: str, size: int,
+               owner: str | None = None) -> File:
         """Add a file's row."""
         row = File(id=file_id, purpose=purpose, filename=filename[:255] or "upload.jsonl",
-                   bytes=size, created_at=now())
+                   bytes=size, created_at=now(), owner=owner)
         with self.sessions.begin() as session:
             session.add(row)
         return row
@@ -104,9 +107,13 @@ class FileStore:
         return row
 
     def list(self, *, purpose: str | None = None, after: str | None = None,
-             limit: int = 10000, ascending: bool = False) -> list[File]:
-        """Files by creation time; `after` is the id of the last file of the previous page."""
+             limit: int = 10000, ascending: bool = False, owner: str | None = None
+             ) -> list[File]:
+        """Files by creation time; `after` is the id of the last file of the previous page,
+        `owner` the key whose files alone are wanted."""
         query = select(File)
+        if owner:
+            query = query.where(File.owner == owner)
         if purpose:
             query = query.where(File.purpose == purpose)
         order = (File.created_at, File.id) if ascending else (File.created_at.desc(),

@@ -70,6 +70,7 @@ class Batch(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(32))  # the API key it was made with
 
     def unix(self, name: str) -> int | None:
         """A time column in unix seconds (OpenAI's format), or None."""

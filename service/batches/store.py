@@ -70,7 +70,8 @@ class BatchStore:
     def create(self, lines: Iterable[LineSpec], *, endpoint: str, queue: str,
                model: str | None = None, input_file_id: str | None = None,
                priority: int = 0, metadata: dict[str, Any] | None = None,
-               idempotency_key: str | None = None, completion_window: str = "24h") -> Batch:
+               idempotency_key: str | None = None, completion_window: str = "24h",
+               owner: str | None = None) -> Batch:
         """Store every line, then start feeding; a batch with no valid line is failed.
 
         A repeated idempotency_key returns the existing batch (resumed if it was
@@ -83,7 +84,8 @@ class BatchStore:
                       model=model, input_file_id=input_file_id, meta=metadata,
                       completion_window=completion_window, idempotency_key=idempotency_key,
                       queue=queue, priority=priority, created_at=created,
-                      expires_at=created + WINDOWS[completion_window], total=0, fed=0)
+                      expires_at=created + WINDOWS[completion_window], total=0, fed=0,
+                      owner=owner)
         try:
             with self.sessions.begin() as session:
                 session.add(batch)
@@ -140,9 +142,13 @@ class BatchStore:
         with self.sessions() as session:
             return session.scalars(select(Batch).where(Batch.idempotency_key == key)).first()
 
-    def list(self, *, after: str | None = None, limit: int = 20) -> list[Batch]:
-        """Batches newest first; `after` is the last id of the previous page."""
+    def list(self, *, after: str | None = None, limit: int = 20,
+             owner: str | None = None) -> list[Batch]:
+        """Batches newest first; `after` is the last id of the previous page, `owner` the
+        key whose batches alone are wanted."""
         query = select(Batch)
+        if owner:
+            query = query.where(Batch.owner == owner)
         if after:
             last = self.get(after)
             query = query.where((Batch.created_at < last.created_at) |
@@ -272,7 +278,7 @@ class BatchStore:
         """
         job = self.jobs.create(JobKind(line.kind), line.model or "", line.body or {},
                                queue=batch_queue(batch.queue), priority=batch.priority,
-                               batch_id=batch.id)
+                               batch_id=batch.id, owner=batch.owner)
         with self.sessions.begin() as session:
             claimed = session.execute(
                 update(BatchLine).where(BatchLine.batch_id == batch.id,

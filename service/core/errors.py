@@ -28,8 +28,18 @@ class InvalidRequest(CorralError):
     status = 400
 
 
+class Unauthorized(CorralError):
+    """The request needs an API key and brought none, or one that is unknown or revoked."""
+
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="corral"'})
+
+
 class Forbidden(CorralError):
-    """The request came through a door a local service keeps shut (foreign Host or Origin)."""
+    """The request came through a door kept shut: a foreign Host or Origin, or a key whose
+    role or model allowlist does not cover it."""
 
     status = 403
 

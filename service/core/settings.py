@@ -109,6 +109,16 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+AUTH_MODES = ("", "required")
+
+
+def _auth(text: str) -> str:
+    value = text.strip().lower()
+    if value not in AUTH_MODES:
+        raise ValueError(f"expected 'required' or nothing, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -292,6 +302,13 @@ class Settings:
     max_attempts: int = setting(
         "CORRAL_MAX_ATTEMPTS", "3", _positive_int,
         "Times a job may be taken by a worker (and lost) before it fails")
+    auth: str = setting(
+        "CORRAL_AUTH", "", _auth,
+        "'required': every request needs an API key (corral keys create); unset, keys are "
+        "needed only when the API listens beyond loopback")
+    api_key: str = setting(
+        "CORRAL_API_KEY", "", str,
+        "The key the corral CLI sends to the service (Authorization: Bearer)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -22,15 +22,19 @@ OPENAI_URLS: dict[str, tuple[JobKind, Callable[[dict[str, Any]], openai.Parsed]]
     "/v1/chat/completions": (JobKind.CHAT, openai.chat_request),
     "/v1/completions": (JobKind.GENERATE, openai.completion_request),
 }
-def model_checker(store: ModelStore) -> Callable[[str], dict[str, Any] | None]:
-    """resolve(name) → None if the model exists, else the line's error; cached per name."""
+def model_checker(store: ModelStore, may_use: Callable[[str], bool]
+                  ) -> Callable[[str], dict[str, Any] | None]:
+    """check(name) → None if the model exists and the key may use it, else the line's
+    error; cached per name."""
     seen: dict[str, dict[str, Any] | None] = {}
 
     def check(name: str) -> dict[str, Any] | None:
         if name not in seen:
             try:
+                seen[name] = None if may_use(name) else problem(
+                    "model_not_allowed", f"this API key may not use the model '{name}'",
+                    "model")
                 store.resolve(name)
-                seen[name] = None
             except CorralError:
                 seen[name] = problem("model_not_found", f"model '{name}' not found", "model")
         return seen[name]
@@ -123,9 +127,11 @@ def parse_line(text: str, number: int, *, endpoint: str | None, model: str | Non
 
 
 def parse_lines(lines: Iterable[str], store: ModelStore, *, endpoint: str | None,
-                model: str | None) -> Iterator[LineSpec]:
-    """Every non-blank line parsed and checked: unique custom_id, a model in `store`."""
-    check, seen = model_checker(store), set()
+                model: str | None, may_use: Callable[[str], bool] = lambda name: True
+                ) -> Iterator[LineSpec]:
+    """Every non-blank line parsed and checked: unique custom_id, a model in `store` that
+    `may_use` allows (the request's key)."""
+    check, seen = model_checker(store, may_use), set()
     for number, text in enumerate(lines, 1):
         if not text.strip():
             continue

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Response
 
 from service.core.errors import CorralError, InvalidRequest, JobFailed, ServiceUnavailable
+from service.http import access
 from service.http.services import Services, services
 from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber, retrying
@@ -45,8 +46,10 @@ def follow(kind: JobKind, request: JobRequest, *, resolve: bool = True) -> Follo
     is not there yet), queue the job, and wait for a worker to take it."""
     ctx = services()
     if resolve:
+        access.check_model(request.model)
         ctx.store.resolve(request.model)
-    job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue)
+    job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue,
+                           owner=access.owner())
     return Following(job, open_events(ctx, job), partial(cancel, ctx, job.id))
 
 

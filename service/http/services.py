@@ -12,6 +12,7 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine
 
+from service.access.keys import KeyStore
 from service.batches.files import FileStore
 from service.batches.store import BatchStore
 from service.core.db import make_engine, make_sessionmaker
@@ -34,6 +35,7 @@ class Services:
     jobs: JobStore
     store: ModelStore
     queue: JobQueue
+    keys: KeyStore
 
     @property
     def default_queue(self) -> str:
@@ -63,9 +65,11 @@ def build_services(settings: Settings) -> Services:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30,
                                   max_connections=2 * settings.http_threads + 64)
     db = make_engine(settings.database)
-    jobs = JobStore(make_sessionmaker(db))
+    sessions = make_sessionmaker(db)
+    jobs = JobStore(sessions)
     queue = JobQueue(make_producer(settings, settings.redis_url), jobs, client, settings)
-    return Services(settings, client, db, jobs, ModelStore(settings.models_dir), queue)
+    return Services(settings, client, db, jobs, ModelStore(settings.models_dir), queue,
+                    KeyStore(sessions))
 
 
 def services() -> Services:

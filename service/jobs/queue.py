@@ -98,6 +98,7 @@ class JobQueue:
     def submit(
         self, kind: JobKind, model: str, request: dict[str, Any], *, queue: str = "cpu",
         priority: int = 0, batch_id: str | None = None, idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Record a queued job and enqueue its task; QueueFull past CORRAL_MAX_QUEUE.
 
@@ -111,7 +112,8 @@ class JobQueue:
             )
         target = batch_queue(queue) if batch_id else queue
         job = self.jobs.create(kind, model, request, queue=target, priority=priority,
-                               batch_id=batch_id, idempotency_key=idempotency_key)
+                               batch_id=batch_id, idempotency_key=idempotency_key,
+                               owner=owner)
         try:
             self.enqueue(job)
         except Exception as exc:

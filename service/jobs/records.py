@@ -80,6 +80,7 @@ class Job(Base):
     # running: until when its worker's hold lasts; queued again after a loss: when to resend
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lost_by: Mapped[list[str] | None] = mapped_column(JSON)  # workers that vanished holding it
+    owner: Mapped[str | None] = mapped_column(String(32))  # the API key it was made with
 
     def elapsed_ns(self) -> int:
         """Nanoseconds from the job's creation (request accepted) until now."""
@@ -115,7 +116,7 @@ _CLAIM = (
     .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.QUEUED.value)
     .values(status=JobStatus.RUNNING.value, started_at=bindparam("started_at"),
             worker_host=bindparam("worker_host"), device=bindparam("device"),
-            lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"),
+            lease_owner=bindparam("holder"), lease_expires_at=bindparam("expires"),
             attempts=_JOBS.c.attempts + 1)
     .returning(*_JOBS.c)
 )
@@ -138,6 +139,7 @@ class JobStore:
         priority: int = 0,
         batch_id: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Record a new queued job and return it (detached: a plain record of the row)."""
         values = {
@@ -151,6 +153,7 @@ class JobStore:
             "request": request,
             "created_at": now(),
             "idempotency_key": idempotency_key,
+            "owner": owner,
         }
         with self.sessions.begin() as session:
             session.execute(_INSERT, values)
@@ -170,7 +173,7 @@ class JobStore:
         """
         started = now()
         params = {"job_id": job_id, "started_at": started, "worker_host": worker_host,
-                  "device": device, "owner": owner, "expires": started + timedelta(seconds=lease)}
+                  "device": device, "holder": owner, "expires": started + timedelta(seconds=lease)}
         with self.sessions.begin() as session:
             row = session.execute(_CLAIM, params).first()
         return None if row is None else Job(**row._mapping)
@@ -299,9 +302,12 @@ class JobStore:
     def search(self, *, status: list[str] | None = None, model: str | None = None,
                batch_id: str | None = None, since: datetime | None = None,
                until: datetime | None = None, before: tuple[datetime, str] | None = None,
-               limit: int = 50) -> list[Job]:
-        """Jobs newest first, filtered; `before` = (created_at, id) of the last row seen."""
+               owner: str | None = None, limit: int = 50) -> list[Job]:
+        """Jobs newest first, filtered; `before` = (created_at, id) of the last row seen,
+        `owner` a key whose jobs alone are wanted."""
         query = select(Job)
+        if owner:
+            query = query.where(Job.owner == owner)
         if status:
             query = query.where(Job.status.in_(status))
         if model:

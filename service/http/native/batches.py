@@ -16,7 +16,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.batches.records import Batch, BatchLine, Counts
+from service.batches.store import BatchStore
 from service.core.errors import InvalidRequest
+from service.http import access
 from service.http.batch_lines import parse_lines
 from service.http.inputs import query_int
 from service.http.services import services
@@ -74,26 +76,37 @@ def create():
     files, batches = ctx.files(), ctx.batches()
     key = request.headers.get("Idempotency-Key")
     if key and (existing := batches.by_key(key)) is not None:
+        access.check_owner(existing.owner, "the batch made with this Idempotency-Key")
         _drain()
         batch = batches.resume(existing.id)
         return jsonify(describe(batch, batches.counts(batch.id))), 200
     files.check_size(request.content_length)
     model = request.args.get("model") or None
+    if model:
+        access.check_model(model)
     priority = query_int("priority", 0, 0, 9)
     upload = files.save(request.stream, request.headers.get("X-Filename", "batch.jsonl"),
-                        "batch")
+                        "batch", access.owner())
     if upload.bytes == 0:
         files.delete(upload.id)
         raise InvalidRequest("the file is empty")
     try:
-        specs = parse_lines(files.lines(upload.id), ctx.store, endpoint=None, model=model)
+        specs = parse_lines(files.lines(upload.id), ctx.store, endpoint=None, model=model,
+                            may_use=access.principal().may_use)
         batch = batches.create(specs, endpoint=NATIVE_ENDPOINT, queue=ctx.default_queue,
                                model=model, input_file_id=upload.id, priority=priority,
-                               idempotency_key=key)
+                               idempotency_key=key, owner=access.owner())
     except Exception:
         files.delete(upload.id)
         raise
     return jsonify(describe(batch, batches.counts(batch.id))), 201
+
+
+def _own(batches: BatchStore, batch_id: str) -> Batch:
+    """The batch brought up to date, if the request's key may see it (404 if there is none,
+    403 if not its own)."""
+    access.check_owner(batches.get(batch_id).owner, f"batch '{batch_id}'")
+    return batches.refresh(batch_id)
 
 
 def _drain() -> None:
@@ -109,17 +122,17 @@ def list_batches():
     key = request.args.get("idempotency_key")
     if key:
         found = batches.by_key(key)
-        rows = [found] if found is not None else []
+        rows = [found] if found is not None and access.principal().owns(found.owner) else []
     else:
         rows = batches.list(after=request.args.get("after"),
-                            limit=query_int("limit", 20, 1, 100))
+                            limit=query_int("limit", 20, 1, 100), owner=access.visible_to())
     return jsonify({"batches": [describe(b, batches.counts(b.id)) for b in rows]})
 
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id: str):
     batches = services().batches()
-    batch = batches.refresh(batch_id)
+    batch = _own(batches, batch_id)
     return jsonify(describe(batch, batches.counts(batch_id)))
 
 
@@ -127,6 +140,7 @@ def get_batch(batch_id: str):
 def cancel(batch_id: str):
     """Stop the batch: cancelling until its running lines stop, then cancelled; 409 if ended."""
     batches = services().batches()
+    _own(batches, batch_id)
     batch = batches.cancel(batch_id)
     return jsonify(describe(batch, batches.counts(batch_id)))
 
@@ -135,7 +149,7 @@ def cancel(batch_id: str):
 def results(batch_id: str):
     """JSONL, one object per input line in input order, finished or not."""
     batches = services().batches()
-    batch = batches.refresh(batch_id)
+    batch = _own(batches, batch_id)
 
     def lines() -> Iterator[str]:
         for line, job in batches.rows(batch_id):

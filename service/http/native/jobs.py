@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from service.core.db import aware, now
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.fields import field
-from service.http import relay
+from service.http import access, relay
 from service.http.inputs import json_body, query_int
 from service.http.relay import SSE_HEADERS
 from service.http.services import services
@@ -56,11 +56,13 @@ def submit():
     ctx = services()
     key = request.headers.get("Idempotency-Key")
     if key and (existing := ctx.jobs.by_idempotency_key(key)) is not None:
+        access.check_owner(existing.owner, "the job made with this Idempotency-Key")
         return jsonify(_summary(existing)), 200
+    access.check_model(parsed.model)
     ctx.store.resolve(parsed.model)
     job = ctx.queue.submit(kind, parsed.model, parsed.to_job(), queue=ctx.default_queue,
                            priority=priority, batch_id=field(body, "batch", str),
-                           idempotency_key=key)
+                           idempotency_key=key, owner=access.owner())
     return jsonify(_summary(job)), 202
 
 
@@ -69,9 +71,11 @@ def _summary(job: Job) -> dict[str, Any]:
 
 
 def _find(job_id: str) -> Job:
+    """The job, if the request's key may see it (404 if there is none, 403 if not its own)."""
     job = services().jobs.get(job_id)
     if job is None:
         raise NotFound(f"job '{job_id}' not found")
+    access.check_owner(job.owner, f"job '{job_id}'")
     return job
 
 
@@ -190,7 +194,8 @@ def list_jobs():
     jobs = services().jobs.search(
         status=statuses, model=request.args.get("model"), batch_id=request.args.get("batch"),
         since=_time_arg("since"), until=_time_arg("until"),
-        before=_parse_cursor(cursor) if cursor else None, limit=limit)
+        before=_parse_cursor(cursor) if cursor else None, owner=access.visible_to(),
+        limit=limit)
     rows = [summarize(job) for job in jobs]
     next_cursor = _cursor(jobs[-1]) if len(jobs) == limit else None
     return jsonify({"jobs": rows, "next_cursor": next_cursor})

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from service.core.errors import InvalidRequest
 from service.core.settings import FOREVER, parse_duration
+from service.http import access
 from service.http.services import services
 from service.jobs import report
 
@@ -35,6 +36,7 @@ def _since() -> datetime | None:
 
 
 @bp.get("/jobs/report")
+@access.admin_only
 def job_report():
     """Rows per (model, concurrency): ?since=<time or duration>&model=<name>."""
     runs, since = report.load_runs(services().jobs, _since(), request.args.get("model") or None)

@@ -7,6 +7,7 @@ from functools import partial
 from flask import Blueprint, jsonify
 
 from service.core.version import __version__
+from service.http import access
 from service.http.inputs import json_body
 from service.http.ollama import types
 from service.http.relay import collect, follow, ndjson
@@ -41,9 +42,11 @@ def chat():
 
 @bp.get("/tags")
 def tags():
-    return jsonify({"models": [types.model_entry(m) for m in services().store.list()]})
+    models = [m for m in services().store.list() if access.principal().may_use(str(m.name))]
+    return jsonify({"models": [types.model_entry(m) for m in models]})
 
 
 @bp.get("/version")
+@access.open_door
 def version():
     return jsonify({"version": __version__})

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from service.core.errors import InvalidRequest, NotFound
 from service.core.fields import field
+from service.http import access
 from service.http.inputs import json_body
 from service.http.services import services
 from service.jobs import control
@@ -27,6 +28,7 @@ bp = Blueprint("models", __name__)
 
 
 @bp.route("/blobs/<digest>", methods=["HEAD"])
+@access.admin_only
 def blob_exists(digest: str):
     if not services().store.has_blob(check_digest(digest)):
         raise NotFound(f"blob {digest} not found")
@@ -34,6 +36,7 @@ def blob_exists(digest: str):
 
 
 @bp.post("/blobs/<digest>")
+@access.admin_only
 def blob_upload(digest: str):
     """Store an uploaded blob; 400 if its content does not match the digest in the URL."""
     store = services().store
@@ -150,6 +153,7 @@ def _build(store: ModelStore, name: str, modelfile: Modelfile) -> Model:
 
 
 @bp.post("/create")
+@access.admin_only
 def create():
     """Create a model from a Modelfile or Ollama's fields, answering with status lines."""
     body = json_body()
@@ -173,7 +177,9 @@ def create():
 def show():
     """Ollama's ShowResponse: the Modelfile, parameters, template and the GGUF's header."""
     body = json_body()
-    model = services().store.resolve(_model_name(body))
+    name = _model_name(body)
+    access.check_model(name)
+    model = services().store.resolve(name)
     system = field(body, "system", str)
     if system:
         model.system = system
@@ -228,6 +234,7 @@ def _go_value(value: Any) -> str:
 
 
 @bp.post("/copy")
+@access.admin_only
 def copy():
     body = json_body()
     source = field(body, "source", str, required=True)
@@ -237,6 +244,7 @@ def copy():
 
 
 @bp.delete("/delete")
+@access.admin_only
 def delete():
     """Delete a model: unload it on every worker first, then remove its unshared blobs."""
     ctx = services()

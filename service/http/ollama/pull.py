@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from service.http import access
 from service.http.inputs import json_body
 from service.http.relay import follow, progress
 from service.http.services import services
@@ -16,6 +17,7 @@ bp = Blueprint("pull", __name__)
 
 
 @bp.post("/pull")
+@access.admin_only
 def pull():
     """Queue a pull and relay its progress lines; the pull goes on if the client hangs up."""
     req = PullRequest.from_json(json_body())

@@ -23,6 +23,7 @@ from service.batches.records import Batch, BatchLine, BatchStatus
 from service.batches.store import WINDOWS, BatchStore
 from service.core.db import aware
 from service.core.errors import CorralError, NotFound
+from service.http import access
 from service.http.batch_lines import OPENAI_URLS, parse_lines
 from service.http.inputs import json_body, query_int
 from service.http.openai import types
@@ -82,7 +83,7 @@ def upload_file():
     upload = request.files.get("file")
     if upload is None:
         raise _param("file", "missing required field 'file'")
-    row = files.save(upload.stream, upload.filename or "batch.jsonl", purpose)
+    row = files.save(upload.stream, upload.filename or "batch.jsonl", purpose, access.owner())
     if not _looks_like_jsonl(files, row.id):
         files.delete(row.id)
         raise _param("file", "invalid file: expected JSONL, one JSON request object per line")
@@ -97,18 +98,33 @@ def list_files():
     if order not in ("asc", "desc"):
         raise _param("order", "invalid parameter 'order': expected asc or desc")
     rows = files.list(purpose=request.args.get("purpose"), after=request.args.get("after"),
-                      limit=limit + 1, ascending=order == "asc")
+                      limit=limit + 1, ascending=order == "asc", owner=access.visible_to())
     return jsonify(_page([file_object(r) for r in rows[:limit]], len(rows) > limit))
+
+
+def _own_file(files: FileStore, file_id: str) -> File:
+    """The file, if the request's key may see it (404 if there is none, 403 if not its own)."""
+    row = files.get(file_id)
+    access.check_owner(row.owner, f"file '{file_id}'")
+    return row
+
+
+def _own_batch(batches: BatchStore, batch_id: str) -> Batch:
+    """The batch brought up to date, if the request's key may see it."""
+    access.check_owner(batches.get(batch_id).owner, f"batch '{batch_id}'")
+    return batches.refresh(batch_id)
 
 
 @bp.get("/files/<file_id>")
 def get_file(file_id: str):
-    return jsonify(file_object(services().files().get(file_id)))
+    return jsonify(file_object(_own_file(services().files(), file_id)))
 
 
 @bp.delete("/files/<file_id>")
 def delete_file(file_id: str):
-    services().files().delete(file_id)
+    files = services().files()
+    _own_file(files, file_id)
+    files.delete(file_id)
     return jsonify({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -116,7 +132,7 @@ def delete_file(file_id: str):
 def file_content(file_id: str):
     """An uploaded file's bytes, or a batch output/error file rendered from its rows."""
     files = services().files()
-    files.get(file_id)
+    _own_file(files, file_id)
     if files.path(file_id).is_file():
         handle = files.open(file_id)
         return Response(_chunks(handle), mimetype="application/octet-stream")
@@ -148,35 +164,37 @@ def create_batch():
         raise _param("completion_window", "invalid field 'completion_window': expected '24h'")
     metadata = types.param(body, "metadata", dict)
     files = services().files()
-    upload = files.get(types.param(body, "input_file_id", str, required=True))
+    upload = _own_file(files, types.param(body, "input_file_id", str, required=True))
     if upload.purpose != "batch":
         raise _param("input_file_id", f"file '{upload.id}' was not uploaded with purpose batch")
     batches = services().batches()
-    batch = batches.create(parse_lines(files.lines(upload.id), services().store,
-                                       endpoint=endpoint, model=None),
-                           endpoint=endpoint, queue=services().default_queue,
+    lines = parse_lines(files.lines(upload.id), services().store, endpoint=endpoint,
+                        model=None, may_use=access.principal().may_use)
+    batch = batches.create(lines, endpoint=endpoint, queue=services().default_queue,
                            input_file_id=upload.id, metadata=metadata,
-                           completion_window=window)
+                           completion_window=window, owner=access.owner())
     return jsonify(batch_object(batches, batch))
 
 
 @bp.get("/batches/<batch_id>")
 def get_batch(batch_id: str):
     batches = services().batches()
-    return jsonify(batch_object(batches, batches.refresh(batch_id)))
+    return jsonify(batch_object(batches, _own_batch(batches, batch_id)))
 
 
 @bp.get("/batches")
 def list_batches():
     batches = services().batches()
     limit = _limit(100, default=20)
-    rows = batches.list(after=request.args.get("after"), limit=limit + 1)
+    rows = batches.list(after=request.args.get("after"), limit=limit + 1,
+                        owner=access.visible_to())
     return jsonify(_page([batch_object(batches, b) for b in rows[:limit]], len(rows) > limit))
 
 
 @bp.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str):
     batches = services().batches()
+    _own_batch(batches, batch_id)
     return jsonify(batch_object(batches, batches.cancel(batch_id)))
 
 
@@ -214,6 +232,7 @@ def _attach_files(batches: BatchStore, batch: Batch) -> Batch:
         sizes[errors] = sum(len(line.encode()) for line in render(batches, batch, errors))
     ids = {errors: new_id() if sizes[errors] else None for errors in sizes}
     records = [File(id=ids[errors], purpose="batch_output", bytes=sizes[errors],
+                    owner=batch.owner,
                     filename=f"{batch.id}_{'error' if errors else 'output'}.jsonl",
                     created_at=aware(batch.completed_at or batch.cancelled_at or
                                       batch.expired_at or batch.failed_at or batch.created_at))

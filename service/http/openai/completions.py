@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
+from service.http import access
 from service.http.embeddings import embed
 from service.http.inputs import json_body
 from service.http.openai import types
@@ -36,13 +37,14 @@ bp = Blueprint("completions", __name__)
 
 @bp.get("/models")
 def list_models():
-    models = services().store.list()
+    models = [m for m in services().store.list() if access.principal().may_use(str(m.name))]
     return jsonify({"object": "list", "data": [types.model_object(m) for m in models]})
 
 
 @bp.get("/models/<path:name>")
 def get_model(name: str):
     try:
+        access.check_model(name)
         model = services().store.resolve(name)
     except InvalidRequest:  # a name that cannot exist is, to OpenAI's clients, just absent
         raise ModelNotFound(name) from None
