@@ -90,7 +90,8 @@ class Client:
                 raise
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
-            req_headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+            req_headers = {**self.auth, "Content-Length": str(size),
+                           "Content-Type": "application/octet-stream"}
             req = urllib.request.Request(f"{self.base_url}/api/blobs/{digest}", data=fh,
                                          method="POST", headers=req_headers)
             try:

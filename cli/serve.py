@@ -256,6 +256,7 @@ def serve(no_worker: bool) -> None:
             work = worker_command(settings.queues)
             supervisor.add(Child("worker", lambda: _spawn(work, env, preexec), stage=1,
                                  grace=25.0))
+        _warn_without_keys(settings)
         click.echo(f"corral is running on {settings.base_url} "
                    f"(redis: {env['CORRAL_REDIS_URL']}, database: {_safe(settings.database)})",
                    err=True)
@@ -265,6 +266,24 @@ def serve(no_worker: bool) -> None:
         if redis_server is not None:
             redis_server.stop()  # already stopped by the drain; this removes its url file
     sys.exit(code)
+
+
+def _warn_without_keys(settings: Settings) -> None:
+    """Say so when the API will require keys and no admin key exists yet to make others."""
+    from service.access.keys import KeyStore
+    from service.core.db import make_engine, make_sessionmaker
+    from service.http.access import keys_required
+
+    if not keys_required(settings):
+        return
+    engine = make_engine(settings.database)
+    try:
+        if not KeyStore(make_sessionmaker(engine)).any_admin():
+            click.echo("API keys are required (CORRAL_AUTH=required or a bind beyond "
+                       "loopback) and none is an admin's yet: create one with "
+                       "`corral keys create NAME --role admin`", err=True)
+    finally:
+        engine.dispose()
 
 
 def _spawn(args: list[str], env: dict[str, str],

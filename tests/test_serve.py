@@ -155,6 +155,38 @@ def test_queued_jobs_survive_a_restart_and_sigterm_stops_everything(tmp_path, mo
         assert second.stop() == 0
 
 
+def test_keys_made_with_the_cli_let_clients_in_and_keep_others_out(tmp_path, model_file):
+    """`corral serve` with CORRAL_AUTH=required, as an operator starts it: the first admin key
+    comes from `corral keys create` while the API already refuses keyless requests."""
+    server = Served(tmp_path / "keys", "--no-worker", CORRAL_AUTH="required")
+    try:
+        refused = server.corral("list")
+        assert refused.returncode == 1 and "API key is required" in refused.stderr
+        made = server.corral("keys", "create", "ops", "--role", "admin")
+        assert made.returncode == 0, made.stderr
+        admin = made.stdout.strip()
+        user = server.corral("keys", "create", "alice", "--models", "smollm2").stdout.strip()
+        with_admin = {**server.env, "CORRAL_API_KEY": admin}
+        created = subprocess.run([sys.executable, "-m", "cli.main", "create", MODEL, "--from",
+                                  str(model_file)], env=with_admin, capture_output=True,
+                                 text=True, timeout=300)
+        assert created.returncode == 0, created.stderr
+        models = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {user}"})
+        assert [m.model for m in models.list().models] == [MODEL]
+        with pytest.raises(ollama.ResponseError) as caught:
+            models.delete(MODEL)
+        assert caught.value.status_code == 403
+        with pytest.raises(ollama.ResponseError) as caught:
+            ollama.Client(host=server.url, headers={"Authorization": "Bearer nope"}).list()
+        assert caught.value.status_code == 401
+        assert server.corral("keys", "revoke", "alice").returncode == 0
+        with pytest.raises(ollama.ResponseError) as caught:
+            models.list()
+        assert caught.value.status_code == 401
+    finally:
+        assert server.stop() == 0
+
+
 # Model management with the official client and corral's CLI ------------------------------
 @pytest.fixture(scope="module")
 def registry(model_file):
