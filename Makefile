@@ -37,7 +37,8 @@ bench: install
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 # Load and faults against a real `corral serve`: 1,000 jobs from 50 clients accounted for,
-# /api/version under 200 open streams, and a worker SIGKILLed with jobs running and queued.
+# /api/version under 200 open streams, the worker, Redis and the API each SIGKILLed with jobs
+# running and queued, and serve SIGTERMed with a batch in flight and started again.
 bench-faults: install
 	$(BIN)/python -m tests.bench.faults $(BENCH_ARGS)
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from service.core.redis_server import free_port
@@ -94,13 +95,17 @@ class CorralServer:
 
     def worker_pid(self) -> int | None:
         """The pid of the Celery worker `corral serve` started (a child running `worker`)."""
+        return self.child_pid(lambda args: b"worker" in args)
+
+    def child_pid(self, match: Callable[[list[bytes]], bool]) -> int | None:
+        """The pid of the child of `corral serve` whose command line `match` accepts."""
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
                 cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
             except (OSError, IndexError, ValueError):
                 continue  # exited meanwhile
-            if ppid == self.process.pid and b"worker" in cmdline:
+            if ppid == self.process.pid and match(cmdline):
                 return int(stat.parent.name)
         return None
 
