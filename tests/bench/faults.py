@@ -156,7 +156,7 @@ def open_streams(url: str, streams: int) -> dict[str, Any]:
 CHILDREN: dict[str, Callable[[list[bytes]], bool]] = {
     "worker": lambda args: b"worker" in args,
     "api": lambda args: any(b"gunicorn" in arg for arg in args),
-    "redis": lambda args: args[0].endswith(b"redis-server"),
+    "redis": lambda args: b"redis-server" in args[0],  # it retitles itself
 }
 
 
