@@ -18,7 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from service.batches.records import Batch, BatchLine, Counts
 from service.core.errors import InvalidRequest
 from service.http.batch_lines import parse_lines
-from service.http.inputs import query_int
+from service.http.inputs import idempotency_key, query_int
 from service.http.services import services
 from service.jobs.records import Job
 
@@ -72,7 +72,7 @@ def create():
     """Store the body as the batch's input file and start it; 201, or 200 when attached."""
     ctx = services()
     files, batches = ctx.files(), ctx.batches()
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key()
     if key and (existing := batches.by_key(key)) is not None:
         _drain()
         batch = batches.resume(existing.id)
