@@ -68,6 +68,9 @@ def ollama() -> dict[str, Schema]:
         "EmbedResponse": _object(["model", "embeddings"], model=_STRING,
                                  embeddings=_array(_array(_NUMBER)), **metrics),
         "Status": _object(["status"], status=_STRING),
+        "SSEEvent": {"type": "object", "description": "one Server-Sent Event; its data is "
+                     "JSON text (or [DONE], the last one under /v1)",
+                     "properties": {"event": _STRING, "id": _STRING, "data": _STRING}},
         "ModelList": _object(["models"], models=_array(_object(
             ["name", "model", "size", "digest"], name=_STRING, model=_STRING,
             modified_at=_STRING, size=_INT, digest=_STRING, details=_OBJECT))),

@@ -32,9 +32,11 @@ def answer(description: str, content: dict[str, Any] | None = None) -> dict[str,
     return {"description": description, **({"content": content} if content else {})}
 
 
-def streamed(schema: Schema, media: str = "application/x-ndjson") -> dict[str, Any]:
-    """An answer that is JSON when `stream` is false and a stream of lines (or SSE) otherwise."""
-    return {**json_content(schema), media: {"schema": {"type": "string"}}}
+def streamed(schema: Schema, media: str = "application/x-ndjson",
+             each: Schema | None = None) -> dict[str, Any]:
+    """An answer that is JSON when `stream` is false and a stream of lines (or SSE events,
+    each described by `each`) otherwise."""
+    return {**json_content(schema), media: {"schema": each or {"type": "string"}}}
 
 
 def operation(summary: str, tag: str, ok: dict[str, dict[str, Any]], *,

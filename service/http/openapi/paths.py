@@ -129,12 +129,12 @@ def openai() -> Paths:
         "/v1/chat/completions": {"post": op(
             "Create a chat completion",
             {"200": answer("a chat.completion, or SSE chunks ending in `data: [DONE]`",
-                           streamed(ref("ChatCompletion"), "text/event-stream"))},
+                           streamed(ref("ChatCompletion"), "text/event-stream", ref("SSEEvent")))},
             errors=(404,), body=json_body(ref("ChatCompletionRequest")))},
         "/v1/completions": {"post": op(
             "Create a completion",
             {"200": answer("a text_completion, or SSE chunks ending in `data: [DONE]`",
-                           streamed(ref("Completion"), "text/event-stream"))},
+                           streamed(ref("Completion"), "text/event-stream", ref("SSEEvent")))},
             errors=(404,), body=json_body(ref("CompletionRequest")))},
         "/v1/embeddings": {"post": op(
             "Create embeddings", {"200": answer("the vectors", json_content(ref("EmbeddingList")))},
@@ -145,7 +145,7 @@ def openai() -> Paths:
                        errors=(400, 413), body={"required": True, "content": {
                            "multipart/form-data": {"schema": ref("FileUpload")}}}),
             "get": op("List files", {"200": answer("a page of files", json_content(
-                ref("FileList")))}, errors=(400,), parameters=[
+                ref("FileList")))}, errors=(400, 404), parameters=[
                     limit, after, query("purpose", "only files of this purpose"),
                     query("order", "by creation time", {"type": "string",
                                                         "enum": ["asc", "desc"]})])},
@@ -164,7 +164,7 @@ def openai() -> Paths:
                        {"200": answer("the batch", json_content(ref("OpenAIBatch")))},
                        errors=(404,), body=json_body(ref("OpenAIBatchRequest"))),
             "get": op("List batches", {"200": answer("a page of batches", json_content(
-                ref("OpenAIBatchList")))}, errors=(400,), parameters=[limit, after])},
+                ref("OpenAIBatchList")))}, errors=(400, 404), parameters=[limit, after])},
         "/v1/batches/{batch_id}": {"get": op(
             "Describe a batch", {"200": answer("the batch", json_content(ref("OpenAIBatch")))},
             errors=(404,), parameters=[_BATCH_ID])},
@@ -212,7 +212,7 @@ def native() -> Paths:
         "/jobs/{job_id}/events": {"get": operation(
             "Follow a job's events as Server-Sent Events", tag,
             {"200": answer("token, status and done events", {"text/event-stream": {
-                "schema": {"type": "string"}}})},
+                "schema": ref("SSEEvent")}})},
             errors=(400, 404), parameters=[
                 _JOB_ID, header("Last-Event-ID", "resume after this event id"),
                 query("after", "resume after this event id")])},
