@@ -283,3 +283,35 @@ def test_a_queued_row_keeps_its_position_and_an_empty_preview(client):
     job_id = _queued_job(client)
     [row] = client.get("/jobs").get_json()["jobs"]
     assert row["id"] == job_id and row["position"] == 0 and row["preview"] == ""
+
+
+# ---- found by schemathesis (tests/test_openapi_fuzz.py) ------------------------------------
+
+@pytest.mark.parametrize("path", ["/jobs", "/batches?model=smollm2:135m"])
+def test_an_empty_idempotency_key_names_nothing_to_repeat(client, path):
+    """It was stored as a key, and the second request with it was a 500 (UNIQUE failed)."""
+    def send():
+        if path == "/jobs":
+            return client.post(path, json={"model": MODEL, "prompt": "hi"},
+                               headers={"Idempotency-Key": ""})
+        return client.post(path, data="hi\n", headers={"Idempotency-Key": ""})
+
+    first, second = send(), send()
+    assert first.status_code in (201, 202), first.get_json()
+    assert second.status_code == first.status_code, second.get_json()
+    assert first.get_json()["id"] != second.get_json()["id"]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/batches?model=smollm2:135m"])
+def test_an_idempotency_key_longer_than_its_column_is_400(client, path):
+    res = client.post(path, data='{"model": "smollm2:135m", "prompt": "hi"}',
+                      headers={"Idempotency-Key": "k" * 256,
+                               "Content-Type": "application/json"})
+    assert res.status_code == 400
+    assert "Idempotency-Key" in res.get_json()["error"]
+
+
+def test_a_report_since_further_back_than_a_date_reaches_is_400(client):
+    res = client.get("/jobs/report?since=999999999999999999999999999999")
+    assert res.status_code == 400
+    assert "'since'" in res.get_json()["error"]

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from service.core.settings import Settings
-from service.http import access, console, cors, errors, front_door, native, ollama, openai
+from service.http import access, console, cors, errors, front_door, native, ollama, openai, openapi
 from service.http.services import EXTENSION, Services, build_services
 
 
@@ -25,6 +25,6 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     access.install(app, settings, ctx.keys)  # after CORS: a preflight carries no key
     if settings.debug:
         logging.basicConfig(level=logging.DEBUG)
-    for face in (console, ollama, openai, native):
+    for face in (console, ollama, openai, native, openapi):
         app.register_blueprint(face.blueprint())
     return app

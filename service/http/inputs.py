@@ -115,3 +115,16 @@ def query_int(name: str, default: int, low: int, high: int,
     if not low <= value <= high:
         raise error(f"invalid parameter '{name}': expected {low} to {high}")
     return value
+
+
+MAX_IDEMPOTENCY_KEY = 255  # the jobs and batches tables' idempotency_key columns
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header: None when absent or empty (an empty key names
+    nothing to repeat), 400 when longer than the column that stores it."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"invalid header 'Idempotency-Key': longer than "
+                             f"{MAX_IDEMPOTENCY_KEY} characters")
+    return key

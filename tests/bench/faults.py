@@ -193,20 +193,14 @@ def kill_child(server: CorralServer, url: str, which: str) -> dict[str, Any]:
     """SIGKILL one child of `corral serve` (worker, api or redis) with jobs running and
     queued and two streamed requests open; time until every job has ended again, and what
     the streaming clients saw."""
-    ids = [submit(url, f"Write a long story about the number {n}.", 96)[0] for n in range(10)]
     seen: list[str] = []
     streams = [threading.Thread(target=follow_stream, args=(url, f"Tell a tale {n}.", seen))
                for n in range(2)]
     for thread in streams:
         thread.start()
-    deadline = time.monotonic() + 120
-    running: list[str] = []
-    while time.monotonic() < deadline:
-        running = [i for i in ids
-                   if (_ask("GET", f"{url}/jobs/{i}")[1] or {}).get("status") == "running"]
-        if len(running) >= 2:
-            break
-        time.sleep(0.2)
+    _running(url, 2)  # the two streams are generating
+    ids = [submit(url, f"Write a long story about the number {n}.", 96)[0] for n in range(10)]
+    running = _running(url, 4)
     time.sleep(1.0)  # mid-generation
     pid = server.child_pid(CHILDREN[which])
     assert pid is not None, f"no {which} child of corral serve"
@@ -221,6 +215,19 @@ def kill_child(server: CorralServer, url: str, which: str) -> dict[str, Any]:
     return {"jobs": len(ids), "running_at_kill": len(running), "retried": retried,
             "api_answering_again_s": back, "seconds_until_all_ended": round(recovered, 1),
             "streams_saw": seen, **account(url, ids, records)}
+
+
+def _running(url: str, count: int, timeout: float = 120) -> list[str]:
+    """Wait until `count` jobs are running (or `timeout` passes); their ids."""
+    deadline = time.monotonic() + timeout
+    running: list[str] = []
+    while time.monotonic() < deadline:
+        page = _ask("GET", f"{url}/jobs?status=running&limit=50")[1] or {}
+        running = [job["id"] for job in page.get("jobs", [])]
+        if len(running) >= count:
+            break
+        time.sleep(0.2)
+    return running
 
 
 def _answering(server: CorralServer, url: str, which: str, killed: int,

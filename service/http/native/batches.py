@@ -20,7 +20,7 @@ from service.batches.store import BatchStore
 from service.core.errors import InvalidRequest
 from service.http import access
 from service.http.batch_lines import parse_lines
-from service.http.inputs import query_int
+from service.http.inputs import idempotency_key, query_int
 from service.http.services import services
 from service.jobs.records import Job
 
@@ -74,7 +74,7 @@ def create():
     """Store the body as the batch's input file and start it; 201, or 200 when attached."""
     ctx = services()
     files, batches = ctx.files(), ctx.batches()
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key()
     if key and (existing := batches.by_key(key)) is not None:
         access.check_owner(existing.owner, "the batch made with this Idempotency-Key")
         _drain()

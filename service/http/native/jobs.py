@@ -16,7 +16,7 @@ from service.core.db import aware, now
 from service.core.errors import Conflict, InvalidRequest, NotFound
 from service.core.fields import field
 from service.http import access, relay
-from service.http.inputs import json_body, query_int
+from service.http.inputs import idempotency_key, json_body, query_int
 from service.http.relay import SSE_HEADERS
 from service.http.services import services
 from service.jobs import fleet
@@ -54,7 +54,7 @@ def submit():
     if not 0 <= priority <= 9:
         raise InvalidRequest("invalid field 'priority': expected an integer from 0 to 9")
     ctx = services()
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key()
     if key and (existing := ctx.jobs.by_idempotency_key(key)) is not None:
         access.check_owner(existing.owner, "the job made with this Idempotency-Key")
         return jsonify(_summary(existing)), 200

@@ -29,10 +29,13 @@ def _since() -> datetime | None:
         seconds = parse_duration(value)
     except ValueError:
         seconds = FOREVER
-    if seconds == FOREVER:
-        raise InvalidRequest("invalid parameter 'since': expected an ISO 8601 time or a "
-                             "duration such as 1h")
-    return datetime.now(UTC) - timedelta(seconds=seconds)
+    try:
+        if seconds != FOREVER:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+    except OverflowError:  # further back than a datetime reaches
+        pass
+    raise InvalidRequest("invalid parameter 'since': expected an ISO 8601 time or a "
+                         "duration such as 1h")
 
 
 @bp.get("/jobs/report")

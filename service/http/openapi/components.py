@@ -1,0 +1,204 @@
+"""The document's named schemas: requests (derived from the request types where they exist),
+answers, and the two error shapes."""
+
+from __future__ import annotations
+
+from service.access.keys import Role
+from service.batches.records import BatchStatus
+from service.http.openapi.schemas import (
+    Schema,
+    message,
+    nullable,
+    options,
+    ref,
+    request_schema,
+    table_schema,
+)
+from service.jobs.kinds import JobKind
+from service.jobs.records import Job, JobStatus
+from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, PullRequest
+
+_STRING, _INT, _NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+_BOOL, _OBJECT = {"type": "boolean"}, {"type": "object"}
+
+
+def _object(required: list[str], **properties: Schema) -> Schema:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def errors() -> dict[str, Schema]:
+    return {
+        "Error": _object(["error"], error=_STRING),
+        "OpenAIError": _object(["error"], error=_object(
+            ["message", "type"], message=_STRING, type=_STRING, param=nullable(_STRING),
+            code=nullable(_STRING))),
+    }
+
+
+def ollama() -> dict[str, Schema]:
+    pull = request_schema(PullRequest, ())
+    pull["properties"]["name"] = nullable(_STRING) | {"description": "older name of `model`"}
+    embeddings = request_schema(EmbedRequest)
+    embeddings["properties"] = {k: v for k, v in embeddings["properties"].items()
+                                if k != "input"} | {"prompt": nullable(_STRING)}
+    metrics = {k: _INT for k in ("total_duration", "load_duration", "prompt_eval_count",
+                                 "prompt_eval_duration", "eval_count", "eval_duration")}
+    reply = {"model": _STRING, "created_at": _STRING, "done": _BOOL, "done_reason": _STRING,
+             **metrics}
+    return {
+        "Options": options(),
+        "Message": message(),
+        "GenerateRequest": request_schema(GenerateRequest),
+        "ChatRequest": request_schema(ChatRequest),
+        "EmbedRequest": request_schema(EmbedRequest),
+        "EmbeddingsRequest": embeddings,
+        "PullRequest": pull,
+        "CreateRequest": {"type": "object", "properties": {
+            "model": _STRING, "name": _STRING, "modelfile": _STRING, "from": _STRING,
+            "files": {"type": "object", "additionalProperties": _STRING},
+            "adapters": {"type": "object", "additionalProperties": _STRING},
+            "template": _STRING, "system": _STRING, "parameters": ref("Options"),
+            "license": {"anyOf": [_STRING, _array(_STRING)]},
+            "messages": _array(ref("Message")), "stream": _BOOL}},
+        "GenerateResponse": _object(["model", "response", "done"], response=_STRING, **reply),
+        "ChatResponse": _object(["model", "message", "done"], message=ref("Message"), **reply),
+        "EmbedResponse": _object(["model", "embeddings"], model=_STRING,
+                                 embeddings=_array(_array(_NUMBER)), **metrics),
+        "Status": _object(["status"], status=_STRING),
+        "SSEEvent": {"type": "object", "description": "one Server-Sent Event; its data is "
+                     "JSON text (or [DONE], the last one under /v1)",
+                     "properties": {"event": _STRING, "id": _STRING, "data": _STRING}},
+        "ModelList": _object(["models"], models=_array(_object(
+            ["name", "model", "size", "digest"], name=_STRING, model=_STRING,
+            modified_at=_STRING, size=_INT, digest=_STRING, details=_OBJECT))),
+        "RunningModels": _object(["models", "queued"], models=_array(_OBJECT),
+                                 queued={"type": "object", "additionalProperties": _INT}),
+        "ShowResponse": _object(["modelfile", "details"], modelfile=_STRING,
+                                parameters=_STRING, template=_STRING, system=_STRING,
+                                license=_STRING, details=_OBJECT, model_info=_OBJECT,
+                                capabilities=_array(_STRING), modified_at=_STRING,
+                                messages=_array(ref("Message"))),
+    }
+
+
+def openai() -> dict[str, Schema]:
+    """/v1's shapes; the request fields are those service.http.openai.types reads."""
+    sampling = {"model": _STRING, "stream": _BOOL, "stream_options": _OBJECT,
+                "max_tokens": _INT, "max_completion_tokens": _INT, "temperature": _NUMBER,
+                "top_p": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER,
+                "seed": _INT, "stop": {"anyOf": [_STRING, _array(_STRING)]}, "n": _INT}
+    choice = {"index": _INT, "finish_reason": nullable(_STRING), "logprobs": {}}
+    completion = {"id": _STRING, "object": _STRING, "created": _INT, "model": _STRING,
+                  "usage": _OBJECT}
+    times = {t: nullable(_INT) for t in ("created_at", "in_progress_at", "expires_at",
+                                         "completed_at", "failed_at", "cancelled_at")}
+    file = _object(["id", "object", "bytes", "filename", "purpose"], id=_STRING,
+                   object=_STRING, bytes=_INT, created_at=_INT, filename=_STRING,
+                   purpose=_STRING, status=_STRING)
+    batch = _object(["id", "object", "endpoint", "status"], id=_STRING, object=_STRING,
+                    endpoint=_STRING, status={"type": "string",
+                                              "enum": [s.value for s in BatchStatus]},
+                    input_file_id=_STRING, output_file_id=nullable(_STRING),
+                    error_file_id=nullable(_STRING), request_counts=_OBJECT, **times)
+
+    def page(item: str) -> Schema:
+        return _object(["object", "data", "has_more"], object=_STRING,
+                       data=_array(ref(item)), has_more=_BOOL,
+                       first_id=nullable(_STRING), last_id=nullable(_STRING))
+
+    return {
+        "ChatCompletionRequest": _object(["model", "messages"], **sampling, messages=_array(
+            _object(["role"], role=_STRING)), response_format=_OBJECT, tools=_array(_OBJECT)),
+        "CompletionRequest": _object(["model", "prompt"], **sampling, prompt={
+            "anyOf": [_STRING, _array(_STRING)]}, suffix=_STRING),
+        "EmbeddingRequest": _object(["model", "input"], model=_STRING, input={
+            "anyOf": [_STRING, _array(_STRING)]}, encoding_format={
+                "type": "string", "enum": ["float", "base64"]}, dimensions=_INT),
+        "ChatCompletion": _object(["id", "object", "choices"], **completion,
+                                  choices=_array(_object(["index", "message"], **choice,
+                                                         message=_OBJECT))),
+        "Completion": _object(["id", "object", "choices"], **completion,
+                              choices=_array(_object(["index", "text"], **choice,
+                                                     text=_STRING))),
+        "EmbeddingList": _object(["object", "data", "model"], object=_STRING, model=_STRING,
+                                 data=_array(_object(["index", "embedding"], index=_INT,
+                                                     object=_STRING, embedding={"anyOf": [
+                                                         _array(_NUMBER), _STRING]})),
+                                 usage=_OBJECT),
+        "OpenAIModel": _object(["id", "object"], id=_STRING, object=_STRING, created=_INT,
+                               owned_by=_STRING),
+        "OpenAIModelList": _object(["object", "data"], object=_STRING,
+                                   data=_array(ref("OpenAIModel"))),
+        "File": file,
+        "FileList": page("File"),
+        "FileUpload": _object(["file", "purpose"], file={"type": "string",
+                                                         "format": "binary"},
+                              purpose={"type": "string", "enum": ["batch"]}),
+        "Deleted": _object(["id", "object", "deleted"], id=_STRING, object=_STRING,
+                           deleted=_BOOL),
+        "OpenAIBatchRequest": _object(["input_file_id", "endpoint", "completion_window"],
+                                      input_file_id=_STRING, endpoint=_STRING,
+                                      completion_window=_STRING, metadata=_OBJECT),
+        "OpenAIBatch": batch,
+        "OpenAIBatchList": page("OpenAIBatch"),
+    }
+
+
+def native() -> dict[str, Schema]:
+    links = _object(["self", "events"], self=_STRING, events=_STRING)
+    status = {"type": "string", "enum": [s.value for s in JobStatus]}
+    summary_keys = ("id", "kind", "model", "status", "queue", "priority", "batch_id",
+                    "done_reason", "created_at", "started_at", "first_token_at",
+                    "finished_at", "worker_host", "device", "prompt_eval_count",
+                    "prompt_eval_duration", "eval_count", "eval_duration", "load_duration",
+                    "total_duration")
+    row = table_schema(Job.__table__, {"status": status, "output": _STRING,
+                                       "position": nullable(_INT), "links": links})
+    listed = {k: row["properties"][k] for k in summary_keys}
+    counts = _object(["total"], **{k: _INT for k in (
+        "total", "pending", "queued", "running", "succeeded", "failed", "invalid",
+        "cancelled", "done")})
+    batch = _object(["id", "status", "counts"], id=_STRING, status=_STRING,
+                    endpoint=_STRING, model=nullable(_STRING), counts=counts)
+    kinds = {"type": "string", "enum": [k.value for k in JobKind], "default": "generate"}
+    return {
+        "JobRequest": {"type": "object", "required": ["model"], "description": (
+            "the fields of the kind's request (GenerateRequest, ChatRequest, EmbedRequest "
+            "or PullRequest), plus kind, priority and batch"),
+            "properties": {"kind": kinds, "model": _STRING,
+                           "priority": {"type": "integer", "minimum": 0, "maximum": 9},
+                           "batch": _STRING}},
+        "JobSummary": _object(["id", "status", "links"], id=_STRING, status=status,
+                              links=links),
+        "Job": row,
+        "JobList": _object(["jobs", "next_cursor"], next_cursor=nullable(_STRING),
+                           jobs=_array(_object(["id", "status", "links"], **listed,
+                                               error=nullable(_STRING),
+                                               preview=nullable(_STRING),
+                                               position=nullable(_INT), links=links))),
+        "Report": _object(["rows"], rows=_array(_OBJECT), concurrency=_STRING),
+        "Batch": batch,
+        "BatchList": _object(["batches"], batches=_array(ref("Batch"))),
+        **keys(),
+    }
+
+
+def keys() -> dict[str, Schema]:
+    """API keys as /keys lists them (never the secret) and as POST /keys makes them."""
+    role = {"type": "string", "enum": [r.value for r in Role]}
+    models = nullable(_array(_STRING))
+    stamp = nullable(_STRING)
+    key = _object(["id", "name", "role"], id=_STRING, name=_STRING, role=role, models=models,
+                  prefix=_STRING, created_at=_STRING, last_used_at=stamp, revoked_at=stamp)
+    return {
+        "KeyRequest": _object(["name"], name={**_STRING, "minLength": 1, "maxLength": 255},
+                              role={**role, "default": "user"}, models=models),
+        "Key": key,
+        "NewKey": {**key, "required": [*key["required"], "key"], "properties": {
+            **key["properties"], "key": {**_STRING, "description": "the secret, shown once"}}},
+        "KeyList": _object(["keys"], keys=_array(ref("Key"))),
+    }
