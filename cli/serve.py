@@ -197,19 +197,23 @@ class Supervisor:
 
 
 def web_command(settings: Settings) -> list[str]:
-    """gunicorn with threads: streamed responses each hold a thread while they last."""
+    """gunicorn with threads: streamed responses each hold a thread while they last.
+
+    The worker class is gunicorn's gthread answering the requests gunicorn itself refuses
+    (malformed, over its limits) in JSON, not HTML (service/http/server.py).
+    """
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
-        "--worker-class", "gthread", "--workers", "1",
+        "--worker-class", "service.http.server.JSONErrorWorker", "--workers", "1",
         # Connections beyond the threads wait idle in keep-alive, as gunicorn asks.
         "--threads", str(settings.http_threads),
         "--worker-connections", str(2 * settings.http_threads),
         "--timeout", "120", "--graceful-timeout", "10",
-        # gunicorn answers an over-long request line or header with an HTML page of its own;
-        # with its largest bounded request line (8190, 0 is unlimited) a 5,000-character
-        # /api/blobs/<digest> reaches Flask and gets a JSON 400, and 32 KiB header fields let
-        # the cookie jar a browser sends to localhost (shared by every local port) through.
+        # With gunicorn's largest bounded request line (8190, 0 is unlimited) a 5,000-character
+        # /api/blobs/<digest> reaches Flask and gets its JSON 400, and 32 KiB header fields let
+        # the cookie jar a browser sends to localhost (shared by every local port) through;
+        # beyond them, gunicorn answers 414 or 431 (in JSON, through the worker class).
         "--limit-request-line", "8190", "--limit-request-field_size", "32768",
         "--log-level", "debug" if settings.debug else "warning",
         "service:create_app()",

@@ -7,6 +7,7 @@ browser's Host, chunked bodies, gunicorn's own limits), over real HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -16,6 +17,7 @@ import os
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -326,7 +328,9 @@ def test_the_openai_client_and_curl_d_still_work(app, worker):
 
 
 # gunicorn, as `corral serve` runs it ------------------------------------------------------
-def test_gunicorn_lets_a_long_digest_and_big_cookies_reach_flask(settings):
+@contextlib.contextmanager
+def gunicorn_served(settings) -> Iterator[int]:
+    """gunicorn started with `corral serve`'s command line on a free port; yields the port."""
     port = free_port()
     served = dataclasses.replace(settings, port=port)
     env = {**os.environ, "CORRAL_HOST": f"127.0.0.1:{port}",
@@ -343,12 +347,62 @@ def test_gunicorn_lets_a_long_digest_and_big_cookies_reach_flask(settings):
                 return False
 
         wait_until(up, 60, 0.2, message="gunicorn to answer")
+        yield port
+    finally:
+        web.terminate()
+        web.wait(30)
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as bytes on a new connection; (status, headers, body) of the answer,
+    read to the end (gunicorn closes the connection after refusing a request)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip()
+               for name, _, value in (field.partition(":") for field in fields)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_gunicorn_lets_a_long_digest_and_big_cookies_reach_flask(settings):
+    with gunicorn_served(settings) as port:
         host = {"Host": f"127.0.0.1:{port}"}
         status, answer = send(port, "POST", "/api/blobs/sha256:" + "a" * 5000, b"", host)
         assert status == 400 and "invalid digest" in answer["error"]
         cookies = "; ".join(f"c{n}={'v' * 1000}" for n in range(20))  # ~20 KB from localhost
         status, answer = send(port, "GET", "/api/version", None, {**host, "Cookie": cookies})
         assert status == 200 and answer["version"]
-    finally:
-        web.terminate()
-        web.wait(30)
+
+
+def test_requests_gunicorn_refuses_itself_are_answered_in_json(settings):
+    """What never reaches Flask (gunicorn cannot parse it, or it is over gunicorn's limits)
+    is still `{"error": ...}` JSON with a 4xx, not gunicorn's HTML page."""
+    host = b"Host: 127.0.0.1\r\n"
+    cases = {
+        "request line over 8190 bytes": (
+            b"GET /api/version?" + b"a" * 9000 + b" HTTP/1.1\r\n" + host + b"\r\n", 414),
+        "garbage request line": (b"NONSENSE\r\n" + host + b"\r\n", 400),
+        "invalid header": (b"GET /api/version HTTP/1.1\r\n" + host + b"Bad Header: x\r\n\r\n",
+                           400),
+        "header field over 32 KiB": (
+            b"GET /api/version HTTP/1.1\r\n" + host + b"X-Big: " + b"v" * 40000 + b"\r\n\r\n",
+            431),
+        "too many header fields": (
+            b"GET /api/version HTTP/1.1\r\n" + host
+            + b"".join(b"X-%d: v\r\n" % n for n in range(200)) + b"\r\n", 431),
+    }
+    with gunicorn_served(settings) as port:
+        for name, (request, expected) in cases.items():
+            status, headers, body = raw_exchange(port, request)
+            assert status == expected, (name, status, body[:200])
+            assert headers["content-type"] == "application/json", (name, headers)
+            assert int(headers["content-length"]) == len(body), name
+            error = json.loads(body)["error"]
+            assert isinstance(error, str) and error, name
+            print(f"\n{name}: {status} {body[:160].decode()}")
+        # The worker still serves what follows on new connections.
+        assert send(port, "GET", "/api/version", None, {"Host": f"127.0.0.1:{port}"})[0] == 200

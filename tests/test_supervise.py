@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import json
 import os
 import re
@@ -30,7 +31,8 @@ import psutil
 import pytest
 
 from cli.serve import Child, Supervisor
-from service.core.redis_server import free_port
+from service.core.redis_server import EmbeddedRedis, free_port
+from tests.conftest import running_worker
 from tests.test_serve import MODEL, Served, port_open
 from tests.waiting import wait_until
 
@@ -430,3 +432,218 @@ def test_the_api_can_hold_a_redis_connection_for_every_request_thread(settings):
         assert services.redis.connection_pool.max_connections > 2 * 300
     finally:
         services.close()
+
+
+# A stream open when Redis dies -----------------------------------------------------------
+LONG = "Write a very long story about a dragon who learns to count, with many chapters."
+
+
+@contextlib.contextmanager
+def served_over_http(app) -> Iterator[int]:
+    """`app` on a free loopback port (a thread per request, as gunicorn's gthread)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def open_stream(port: int, method: str, path: str, body: dict | None = None
+                ) -> http.client.HTTPResponse:
+    """Send one request and return its response, headers read, body still to stream."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    return response
+
+
+def lines_until(response: http.client.HTTPResponse, wanted: Callable[[str], bool],
+                or_end: bool = False) -> list[str]:
+    """Read non-blank lines until one is `wanted`; return them (at the end of the body: fail,
+    or return what came when `or_end`)."""
+    lines = []
+    while True:
+        line = response.readline().decode()
+        if not line and or_end:
+            return lines
+        assert line, f"the stream ended before the line awaited; it sent {lines}"
+        if line.strip():
+            lines.append(line.strip())
+            if wanted(line.strip()):
+                return lines
+
+
+def rest_of(response: http.client.HTTPResponse) -> list[str]:
+    """The stream's remaining non-blank lines, read until the server ends it."""
+    return [line.strip() for line in response.read().decode().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test's own, to kill and restart (on its port, as `corral serve`
+    does), with an append-only file as corral serve's has; the session's is shared."""
+    server = EmbeddedRedis(tmp_path / "own-redis").start()
+    yield server
+    server.stop()
+
+
+@dataclasses.dataclass
+class Streams:
+    """One job streamed by Ollama's NDJSON, one by OpenAI's SSE and followed natively too."""
+
+    ndjson: http.client.HTTPResponse
+    openai: http.client.HTTPResponse
+    native: http.client.HTTPResponse
+    openai_job: str
+    seen: dict[str, list[str]]  # each stream's lines so far
+
+
+TEXT = {"ndjson": lambda line: bool(json.loads(line).get("response")),
+        "openai": lambda line: '"content"' in line,
+        "native": lambda line: line == "event: token"}  # a line that carries text
+
+
+def open_three_streams(port: int, tokens: int) -> Streams:
+    """Start both jobs and read each stream to its first text, so a kill cuts them mid-way."""
+    options = {"num_predict": tokens, "temperature": 0}
+    ndjson = open_stream(port, "POST", "/api/generate",
+                         {"model": MODEL, "prompt": LONG, "options": options})
+    openai = open_stream(port, "POST", "/v1/chat/completions", {
+        "model": MODEL, "stream": True, "max_tokens": tokens, "temperature": 0,
+        "messages": [{"role": "user", "content": LONG}]})
+    seen = {"ndjson": lines_until(ndjson, TEXT["ndjson"]),
+            "openai": lines_until(openai, TEXT["openai"])}
+    job_id = json.loads(seen["openai"][-1][6:])["id"].removeprefix("chatcmpl-")
+    native = open_stream(port, "GET", f"/jobs/{job_id}/events")
+    seen["native"] = lines_until(native, TEXT["native"])
+    return Streams(ndjson, openai, native, job_id, seen)
+
+
+def read_to_the_end(streams: Streams) -> dict[str, list[str]]:
+    """Every stream's lines, from the first, once the server has ended it."""
+    return {name: streams.seen[name] + rest_of(getattr(streams, name))
+            for name in ("ndjson", "openai", "native")}
+
+
+def kill(server: EmbeddedRedis) -> float:
+    """SIGKILL the redis-server (no chance to say goodbye); when it died."""
+    server.process.kill()
+    server.process.wait()
+    return time.monotonic()
+
+
+def streamed_text(name: str, lines: list[str]) -> str:
+    """The text a stream carried, in its face's shape."""
+    if name == "ndjson":
+        return "".join(json.loads(line).get("response", "") for line in lines)
+    if name == "openai":
+        blocks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+        return "".join(b["choices"][0]["delta"].get("content") or "" for b in blocks
+                       if b.get("choices"))
+    data = [json.loads(line[6:]) for kind, line in zip(lines, lines[1:], strict=False)
+            if kind == "event: token"]
+    return "".join(d["text"] for d in data)
+
+
+@pytest.fixture
+def redis_app(settings, own_redis):
+    """The app, against own_redis, with a short lease so handed-back jobs are sent again soon."""
+    from service.http.app import create_app
+
+    settings = dataclasses.replace(settings, redis_url=own_redis.url, lease=3.0)
+    app = create_app({"TESTING": True}, settings=settings)
+    yield app
+    app.extensions["corral"].close()
+
+
+def test_streams_carry_on_when_redis_is_back_within_the_grace(redis_app, own_redis):
+    """Each follower reads the job's log again after its last event and goes on. A job whose
+    worker rode out the loss goes on as if nothing happened (here until it is cancelled, its
+    partial output kept); one whose worker gave up on Redis starts over, and a face that sent
+    text already ends with its error line instead."""
+    from service.http.relay import LOST_MID_STREAM
+
+    settings = redis_app.extensions["corral"].settings
+    jobs = redis_app.extensions["corral"].jobs
+    with served_over_http(redis_app) as port, running_worker(settings):
+        streams = open_three_streams(port, 3000)
+        before = {name: len(seen) for name, seen in streams.seen.items()}
+        killed = kill(own_redis)
+        own_redis.start()  # back at once on its port, as corral serve brings it back
+        with running_worker(settings):  # for a job handed back (see the test below)
+            for name in streams.seen:  # text after the kill (or the stream's end)
+                streams.seen[name] += lines_until(getattr(streams, name), TEXT[name], True)
+            for job in jobs.search(limit=10):  # no need to wait for 3,000 tokens
+                call("DELETE", f"http://127.0.0.1:{port}/jobs/{job.id}")
+            lines = read_to_the_end(streams)
+        print(f"\nredis SIGKILL and restart mid-stream: the streams ended "
+              f"{time.monotonic() - killed:.1f} s after the kill; last lines: "
+              f"{[lines[name][-1][:80] for name in lines]}")
+    [ollama_job] = [job.id for job in jobs.search(limit=10) if job.id != streams.openai_job]
+    for name, job_id in (("ndjson", ollama_job), ("openai", streams.openai_job),
+                         ("native", streams.openai_job)):
+        job, last = jobs.get(job_id), lines[name][-1]
+        print(f"{name}: job {job.status} after {job.attempts} attempt(s)")
+        if job.attempts > 1:  # handed back: started over, with a `retrying` event first
+            assert name == "native" or LOST_MID_STREAM in last, (name, last)
+            assert name != "native" or '"status": "retrying"' in "".join(lines[name])
+            continue
+        assert job.status == "cancelled" and job.output, (name, job.status)  # partial, kept
+        assert any(map(TEXT[name], lines[name][before[name]:])), name  # it went on
+        assert {"ndjson": '"done": true', "openai": "data: [DONE]",
+                "native": '"done_reason"'}[name] in last, (name, last)
+        assert streamed_text(name, lines[name]) == job.output, name  # nothing lost or twice
+
+
+def test_streams_cut_by_a_redis_that_stays_away_end_with_an_error_line(redis_app, own_redis):
+    from service.jobs.events import Subscriber, retrying
+
+    settings = redis_app.extensions["corral"].settings
+    jobs = redis_app.extensions["corral"].jobs
+    with served_over_http(redis_app) as port:
+        with running_worker(settings):
+            streams = open_three_streams(port, 3000)
+            killed = kill(own_redis)
+            lines = read_to_the_end(streams)  # Redis stays down until the streams have ended
+            print(f"\nredis SIGKILL mid-stream, not restarted: the streams ended "
+                  f"{time.monotonic() - killed:.1f} s after the kill")
+            for name in lines:
+                print(f"{name}: {lines[name][-2:] if name == 'native' else lines[name][-1]}")
+            own_redis.start()  # (the in-process worker may not outlive its broker: a new one
+            # takes the jobs below; `corral serve`'s Celery worker reconnects by itself)
+
+        last = json.loads(lines["ndjson"][-1])
+        assert list(last) == ["error"] and "Redis" in last["error"]
+        assert "still recorded" in last["error"]
+        assert lines["openai"][-1].startswith("data: {") and "[DONE]" not in lines["openai"]
+        error = json.loads(lines["openai"][-1][6:])["error"]
+        assert error["type"] == "server_error" and "Redis" in error["message"]
+        assert streams.openai_job in error["message"]
+        assert lines["native"][-2] == "event: error" and lines["native"][-1].startswith("data:")
+        assert "Redis" in json.loads(lines["native"][-1][6:])["error"]
+        assert not lines["native"][-3].startswith("id:")  # not in the job's log
+
+        # Not lost: the worker gave up on Redis and handed both jobs back; once Redis is
+        # back, each is sent again and starts over, and its log says so.
+        ids = [job.id for job in jobs.search(limit=10)]
+        assert len(ids) == 2 and all(jobs.get(i).status == "queued" for i in ids)
+        with running_worker(settings):
+            rows = wait_until(lambda: [jobs.get(i) for i in ids], 120, 0.2,
+                              ready=lambda rows: all(r.status == "running" and r.attempts == 2
+                                                     or r.status == "succeeded" for r in rows),
+                              message=lambda rows: f"both jobs to run again: "
+                                                   f"{[(r.status, r.attempts) for r in rows]}")
+            client = redis_app.extensions["corral"].redis
+            for i in ids:
+                assert any(retrying(event) for event in Subscriber(client, i).replay())
+                call("DELETE", f"http://127.0.0.1:{port}/jobs/{i}")  # not 3,000 tokens again
+            wait_until(lambda: all(jobs.get(i).status in ("cancelled", "succeeded")
+                                   for i in ids), 60, 0.2, message="the jobs to stop")
+        assert not any(row.status == "failed" for row in rows)

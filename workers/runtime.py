@@ -25,7 +25,7 @@ from service.core.db import make_engine, make_sessionmaker
 from service.core.errors import CorralError
 from service.core.settings import Settings
 from service.jobs.control import Listener
-from service.jobs.events import Publisher
+from service.jobs.events import RETRYING, Publisher, Subscriber, retrying
 from service.jobs.kinds import KINDS, JobKind
 from service.jobs.leases import LeaseSweeper
 from service.jobs.queue import JobQueue, make_producer
@@ -169,10 +169,23 @@ class Runtime:
             if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
                 self.feeder.notify(job.batch_id)
 
+    def _announce_retry(self, job: Job, events: Publisher) -> None:
+        """Say that a job taken again starts over, unless its log says so already.
+
+        The sweep announces the jobs of lapsed leases, but a worker that lost Redis hands its
+        job back while Redis cannot carry the word: without it, followers (and the job's
+        output so far) would join the lost attempt's text to the new one's.
+        """
+        newest = Subscriber(self.redis, job.id).newest()
+        if newest is None or not retrying(newest):
+            events.emit("status", status=RETRYING, attempt=job.attempts - 1)
+
     def _run(self, job: Job) -> None:
         """Run one claimed job; never raises for the job's own failures."""
         events = Publisher(self.redis, job.id, self.settings.result_ttl)
         try:
+            if job.attempts > 1:
+                self._announce_retry(job, events)
             events.emit("status", status=JobStatus.RUNNING.value, worker=self.hostname,
                         attempt=job.attempts)
             handler_for(job.kind)(job, self.context, events)

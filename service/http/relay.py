@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import redis
 from flask import Response
 
 from service.core.errors import CorralError, InvalidRequest, JobFailed, ServiceUnavailable
 from service.http import access
+from service.http.errors import RETRY_AFTER, UNREACHABLE
 from service.http.services import Services, services
 from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber, retrying
 from service.jobs.kinds import JobKind, JobRequest
 from service.jobs.records import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 Chunk = Callable[[str], dict[str, Any]]
 Final = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -88,7 +94,8 @@ def streamed(lines: Iterator[str], mimetype: str, on_abort: Callable[[], None] |
 def open_events(services: Services, job: Job) -> Iterator[Event]:
     """Return the job's events once a worker has taken it; 503 after CORRAL_LOAD_TIMEOUT."""
     timeout = services.settings.load_timeout
-    events = Subscriber(services.redis, job.id).follow(idle_timeout=timeout)
+    subscriber = Subscriber(services.redis, job.id)
+    events = subscriber.follow(idle_timeout=timeout)
     try:
         first = next(events)
     except TimeoutError:
@@ -97,7 +104,8 @@ def open_events(services: Services, job: Job) -> Iterator[Event]:
             Publisher(services.redis, job.id, services.settings.result_ttl).emit(
                 "error", error=message)
         raise ServiceUnavailable(message) from None
-    return itertools.chain([first], _guard(services, job, events))
+    rest = resuming(subscriber, events, first.id, timeout)
+    return itertools.chain([first], _guard(services, job, rest))
 
 
 def _guard(services: Services, job: Job, events: Iterator[Event]) -> Iterator[Event]:
@@ -110,13 +118,65 @@ def _guard(services: Services, job: Job, events: Iterator[Event]) -> Iterator[Ev
         yield Event("0-0", "error", {"error": message})
 
 
+REDIS_GRACE = 5.0  # seconds a follower waits for a lost Redis (`corral serve` restarts it in ~1)
+
+
+def redis_lost(job_id: str) -> str:
+    """What a follower is told when Redis went away under its stream and stayed away."""
+    return (f"the connection to the job queue (Redis) was lost mid-stream and did not come "
+            f"back within {REDIS_GRACE:g}s; job {job_id} is still recorded and carries on, or "
+            f"starts over, once Redis is back (see GET /jobs/{job_id})")
+
+
+def resuming(subscriber: Subscriber, events: Iterator[Event], after: str | None,
+             idle_timeout: float | None) -> Iterator[Event]:
+    """Yield `events`; when Redis is lost, wait up to REDIS_GRACE for it and follow the job
+    again after the last event seen, else end with an `error` event saying so.
+
+    Going on is honest: a worker rides out a short loss (redis-py retries its writes), so
+    the job goes on where it was, and the job's log holds what was sent meanwhile. If its
+    worker gave up and handed the job back, the job starts over with a `retrying` event,
+    which the faces already handle. The final error event has no id (it is not in the log)
+    and `"status": 503`; the job is not failed.
+    """
+    last = after
+    while True:
+        try:
+            for event in events:
+                last = event.id
+                yield event
+            return
+        except UNREACHABLE as exc:
+            log.warning("job %s: Redis lost under a follower: %s: %s", subscriber.job_id,
+                        type(exc).__name__, exc)
+            if not _answers_within(subscriber.client, REDIS_GRACE):
+                yield Event("", "error", {"error": redis_lost(subscriber.job_id), "status": 503})
+                return
+            events = subscriber.follow(after=last, idle_timeout=idle_timeout)
+
+
+def _answers_within(client: redis.Redis, grace: float) -> bool:
+    """Whether Redis answers a PING within about `grace` seconds (it may be loading)."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            return bool(client.ping())
+        except UNREACHABLE:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 def failure(event: Event) -> CorralError:
     """The error an `error` event stands for. `"status": 400` is the worker saying the request
     itself was bad (an input too long with truncation off, a schema it cannot turn into a
-    grammar), so it leaves as a 400, not a 500."""
+    grammar), so it leaves as a 400, not a 500; `"status": 503` is Redis lost under the
+    request (resuming), which the client may retry."""
     message = event.data.get("error", "job failed")
     if event.data.get("status") == 400:
         return InvalidRequest(message)
+    if event.data.get("status") == 503:
+        return ServiceUnavailable(message, headers={"Retry-After": RETRY_AFTER})
     return JobFailed(message)
 
 
@@ -150,13 +210,14 @@ def refused_before_output(following: Following) -> Following:
     """Wait for a streamed job's first output; raise its 400 if the worker refused the request.
 
     As Ollama does, an error that comes before any content sets the status, so a request the
-    worker found bad is a 400 streamed or not. Nothing is sent before the first token anyway
-    (the server writes the headers with the first chunk), so the wait delays nothing.
+    worker found bad is a 400 streamed or not, and Redis lost before any output a 503. Nothing
+    is sent before the first token anyway (the server writes the headers with the first
+    chunk), so the wait delays nothing.
     """
     held: list[Event] = []
     for event in following.events:
         held.append(event)
-        if event.type == "error" and event.data.get("status") == 400:
+        if event.type == "error" and event.data.get("status") in (400, 503):
             raise failure(event)
         if event.type != "status":
             break

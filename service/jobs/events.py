@@ -100,6 +100,23 @@ class Publisher:
         return event_id.decode() if isinstance(event_id, bytes) else event_id
 
 
+class _Reconnects:
+    """Notes that a pub/sub connection was made again.
+
+    redis-py reconnects a pub/sub connection whose server went away, and subscribes it again,
+    without a word (if the server is back within its retries), and what was published
+    meanwhile never reaches it. A follower must hear of it, to read the job's log again from
+    its last event (service/http/relay.py resuming) or to say that Redis was lost.
+    """
+
+    def __init__(self, pubsub: redis.client.PubSub) -> None:
+        self.happened = False
+        pubsub.connection.register_connect_callback(self._connected)  # held weakly: keep self
+
+    def _connected(self, _connection: object) -> None:
+        self.happened = True
+
+
 class Subscriber:
     """Reads one job's events in order, from the start or after a given event id."""
 
@@ -118,10 +135,13 @@ class Subscriber:
                ) -> Iterator[Event]:
         """Yield every event after `after` until a terminal one.
 
-        Raises TimeoutError when nothing arrives for `idle_timeout` seconds.
+        Raises TimeoutError when nothing arrives for `idle_timeout` seconds, and
+        redis.ConnectionError when the connection to Redis is lost, even if redis-py made it
+        again by itself (see _Reconnects).
         """
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(channel(self.job_id))
+        reconnects = _Reconnects(pubsub)
         try:
             last = after
             for event in self.replay(after):
@@ -131,25 +151,33 @@ class Subscriber:
                     return
             if after is not None and self._ended_at_or_before(after):
                 return  # resuming after the final event: nothing more will come
-            yield from self._listen(pubsub, last, idle_timeout)
+            yield from self._listen(pubsub, reconnects, last, idle_timeout)
         finally:
             pubsub.close()
 
+    def newest(self) -> Event | None:
+        """The last event in the job's log, if it has any."""
+        entries = self.client.xrevrange(log_key(self.job_id), max="+", min="-", count=1)
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        return _decode(entry_id, fields[b"e"] if b"e" in fields else fields["e"])
+
     def _ended_at_or_before(self, event_id: str) -> bool:
         """True if the job's log already holds its terminal event, at or before `event_id`."""
-        newest = self.client.xrevrange(log_key(self.job_id), max="+", min="-", count=1)
-        if not newest:
-            return False
-        entry_id, fields = newest[0]
-        event = _decode(entry_id, fields[b"e"] if b"e" in fields else fields["e"])
-        return event.terminal and id_key(event.id) <= id_key(event_id)
+        event = self.newest()
+        return event is not None and event.terminal and id_key(event.id) <= id_key(event_id)
 
-    def _listen(self, pubsub, last: str | None, idle_timeout: float | None) -> Iterator[Event]:
+    def _listen(self, pubsub, reconnects: _Reconnects, last: str | None,
+                idle_timeout: float | None) -> Iterator[Event]:
         last_key = id_key(last) if last else (-1, -1)
         deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
         while True:
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             message = pubsub.get_message(timeout=wait)
+            if reconnects.happened:
+                raise redis.ConnectionError(
+                    f"the connection to Redis was lost while following job {self.job_id}")
             if message is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"no event for job {self.job_id} in {idle_timeout}s")

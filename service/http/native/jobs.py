@@ -215,7 +215,10 @@ def _event_id(name: str, where: str) -> str | None:
 
 
 def _sse(event: Event) -> str:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(event.data)}\n\n"
+    """One SSE block; an event that is not in the job's log (Redis lost) has no id, so a
+    client that reconnects resumes after the last real one."""
+    block = f"event: {event.type}\ndata: {json.dumps(event.data)}\n\n"
+    return f"id: {event.id}\n{block}" if event.id else block
 
 
 def _from_history(job: Job) -> list[Event]:
@@ -241,7 +244,7 @@ def job_events(job_id: str):
                 if after is None or id_key(event.id) > id_key(after):
                     yield _sse(event)
             return
-        for event in subscriber.follow(after=after):
+        for event in relay.resuming(subscriber, subscriber.follow(after=after), after, None):
             yield _sse(event)
 
     return Response(stream(), mimetype="text/event-stream", headers=SSE_HEADERS)
