@@ -132,6 +132,23 @@ def app(settings: Settings):
 
 
 @pytest.fixture
+def make_app(settings: Settings):
+    """create_app with some settings changed; each app is closed at the end of the test."""
+    from service.http.app import create_app
+
+    apps = []
+
+    def make(**changes):
+        app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, **changes))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["corral"].close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

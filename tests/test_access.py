@@ -20,24 +20,9 @@ from werkzeug.serving import make_server
 from cli.main import cli
 from service.access.keys import KeyStore, Principal, Role
 from service.http.access import keys_required
-from service.http.app import create_app
 from tests.conftest import openai_client
 
 MODEL = "smollm2:135m"
-
-
-@pytest.fixture
-def make_app(settings):
-    apps = []
-
-    def make(**changes):
-        app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, **changes))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["corral"].close()
 
 
 @pytest.fixture

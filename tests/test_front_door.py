@@ -36,21 +36,6 @@ MODEL = "smollm2:135m"
 EVIL = "https://evil.example"
 
 
-@pytest.fixture
-def make_app(settings):
-    """create_app with some settings changed; each app is closed at the end of the test."""
-    apps = []
-
-    def make(**changes):
-        app = create_app({"TESTING": True}, settings=dataclasses.replace(settings, **changes))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["corral"].close()
-
-
 def jobs(app) -> list:
     return app.extensions["corral"].jobs.recent()
 
