@@ -193,6 +193,7 @@ def kill_child(server: CorralServer, url: str, which: str) -> dict[str, Any]:
     """SIGKILL one child of `corral serve` (worker, api or redis) with jobs running and
     queued and two streamed requests open; time until every job has ended again, and what
     the streaming clients saw."""
+    settle(url, [], timeout=300)  # the step before has ended: what runs from now on is ours
     seen: list[str] = []
     streams = [threading.Thread(target=follow_stream, args=(url, f"Tell a tale {n}.", seen))
                for n in range(2)]
@@ -247,6 +248,7 @@ def sigterm_with_batch(server: CorralServer, restart: Callable[[], CorralServer]
                        lines: int = 40) -> tuple[dict[str, Any], CorralServer]:
     """SIGTERM `corral serve` with a batch in flight, start it again on the same home, and
     count the batch's lines: every one must end once."""
+    settle(server.url, [], timeout=300)
     body = "".join(json.dumps({"custom_id": f"line-{n}", "prompt": f"Count to {n % 7 + 3}.",
                                "options": {"num_predict": 24}}) + "\n" for n in range(lines))
     status, batch = _ask("POST", f"{server.url}/batches?model={MODEL}", body.encode(),
