@@ -67,8 +67,9 @@ def cancel(ctx: Services, job_id: str) -> None:
         request_cancel(ctx.redis, job_id)
 
 
-LOST_MID_STREAM = ("the worker running this request was lost after part of the answer was "
-                   "sent; the request is cancelled rather than restarted (retry it)")
+LOST_MID_STREAM = ("this request's job had to start over after part of the answer was sent "
+                   "(its worker died, or lost the job queue, Redis); the request is cancelled "
+                   "rather than restarted (retry it)")
 
 
 def streamed(lines: Iterator[str], mimetype: str, on_abort: Callable[[], None] | None = None,
