@@ -233,7 +233,7 @@ def native() -> Paths:
             "get": operation(
                 "List batches newest first", "batches",
                 {"200": answer("the batches", json_content(ref("BatchList")))},
-                errors=(400,), parameters=[
+                errors=(400, 404), parameters=[
                     query("after", "the id the page starts after"),
                     query("limit", "page size", {"type": "integer", "minimum": 1,
                                                  "maximum": 100}),
