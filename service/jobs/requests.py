@@ -16,6 +16,7 @@ from service.core.settings import parse_keep_alive
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
 from service.models.registry import is_url
+from service.models.template import parsed
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_SOURCE = 255  # the job row's model column holds a pull's source
@@ -106,6 +107,18 @@ def _check_list(value: Any, where: str, depth: int) -> None:
         check_schema(schema, f"{where}[{i}]", depth)
 
 
+def _template(body: dict[str, Any]) -> str | None:
+    """`template`: parsed here, so a syntax error or an unknown function is a 400 naming the
+    field before the job is queued, not a failed job."""
+    text = fields.field(body, "template", str)
+    if text:
+        try:
+            parsed(text)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"invalid field 'template': {exc.message}") from None
+    return text
+
+
 @dataclass
 class GenerateRequest:
     """POST /api/generate."""
@@ -127,7 +140,7 @@ class GenerateRequest:
             **common(body),
             prompt=fields.field(body, "prompt", str, ""),
             system=fields.field(body, "system", str),
-            template=fields.field(body, "template", str),
+            template=_template(body),
             raw=fields.field(body, "raw", bool, False),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),

@@ -3,9 +3,11 @@
 Supported: text with `{{ }}` actions and `{{- -}}` trimming, `{{/* comments */}}`, fields
 (`.Messages`, `.Function.Name`), `$` and variables (`$x := ...`, `$x = ...`), string, number
 and boolean literals, pipelines with `|` and `( )`, `if / else if / else`, `range` (with
-`$i, $m :=`, `else`, `break`, `continue`), `with`, and the functions eq ne lt le gt ge and or
-not len index slice print printf println json. Parse errors and run-time errors are
-InvalidRequest("template: ..."), because a template is something a user sent.
+`$i, $m :=`, `else`, `break`, `continue`), `with`, Go's functions (eq ne lt le gt ge and or
+not len index slice print printf println html js urlquery; not `call`, since a template's data
+holds no functions) and Ollama's FuncMap (json currentDate yesterdayDate toTypeScriptType).
+Parse errors and run-time errors are InvalidRequest("template: ..."), because a template is
+something a user sent; an unknown function is a parse error, so creating a model refuses it.
 
 Differences from Go, chosen for prompts: a missing field prints as "" (Go prints
 "<no value>"), a field of a missing value is missing rather than an error, maps and lists
@@ -20,7 +22,9 @@ import json
 import re
 import warnings
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
 from service.core.errors import InvalidRequest
 
@@ -625,6 +629,69 @@ def _plain(value: Any) -> Any:
     return getattr(value, "__dict__", None) or str(value)
 
 
+def _current_date(*_format: str) -> str:
+    """Ollama's currentDate: today, local time, as "2006-01-02" (a format argument is
+    accepted and ignored, as Ollama does, so library templates that pass one still run)."""
+    return date.today().isoformat()
+
+
+def _yesterday_date(*_format: str) -> str:
+    """Ollama's yesterdayDate: the day before currentDate, in the same form."""
+    return (date.today() - timedelta(days=1)).isoformat()
+
+
+_TS_TYPES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean",
+             "array": "any[]", "object": "Record<string, any>", "null": "null"}
+
+
+def _typescript_type(prop: Any) -> str:
+    """Ollama's toTypeScriptType: a tool parameter's JSON-schema type as TypeScript, so a
+    template can write `location: string | null`. anyOf branches and type lists become
+    unions; anything else (no type, an unknown one, a value that is not a schema) is "any"."""
+    if not isinstance(prop, dict):
+        return "any"
+    if isinstance(prop.get("anyOf"), list) and prop["anyOf"]:
+        return " | ".join(_typescript_type(branch) for branch in prop["anyOf"])
+    kinds = prop.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
+    if not kinds:
+        return "any"
+    return " | ".join(_TS_TYPES.get(k, "any") if isinstance(k, str) else "any" for k in kinds)
+
+
+def _text_of(args: tuple[Any, ...]) -> str:
+    """The text Go's html/js/urlquery escape: a lone string as it is, else fmt.Sprint."""
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else _print(*args)
+
+
+_HTML = {"\0": "\uFFFD", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E",
+       "&": "\\u0026", "=": "\\u003D"}
+
+
+def _html(*args: Any) -> str:
+    """Go's html: the five HTML-special characters as entities, as HTMLEscapeString."""
+    return "".join(_HTML.get(c, c) for c in _text_of(args))
+
+
+def _js(*args: Any) -> str:
+    """Go's js: quotes, backslash, <, >, &, = and control characters as JavaScript escapes."""
+    out = []
+    for c in _text_of(args):
+        if c in _JS:
+            out.append(_JS[c])
+        elif c < " " or (c >= "\x80" and not c.isprintable()):  # Go: not unicode.IsPrint
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _urlquery(*args: Any) -> str:
+    """Go's urlquery: the text escaped for a URL query (url.QueryEscape)."""
+    return quote_plus(_text_of(args), safe="")
+
+
 _FUNCS: dict[str, Callable[..., Any]] = {
     "and": _logic,  # and/or are evaluated lazily by _Run.command; listed so they parse
     "or": _logic,
@@ -641,7 +708,13 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "print": _print,
     "printf": _printf,
     "println": lambda *args: " ".join(_to_str(a) for a in args) + "\n",
+    "html": _html,
+    "js": _js,
+    "urlquery": _urlquery,
     "json": _json,
+    "currentDate": _current_date,
+    "yesterdayDate": _yesterday_date,
+    "toTypeScriptType": _typescript_type,
 }
 
 
