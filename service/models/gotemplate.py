@@ -307,6 +307,48 @@ def _walk_nodes(nodes: list):
             yield from _walk_nodes(node[3])
 
 
+def _pipe_fields(pipe: tuple) -> list[list[str]]:
+    """The `.A.B` field chains a pipeline names, sub-pipelines included (not `$.A`)."""
+    found = []
+    for cmd in pipe[2]:
+        for arg in cmd:
+            if arg[0] == "field":
+                found.append(arg[1])
+            elif arg[0] == "sub":
+                found += _pipe_fields(arg[1])
+    return found
+
+
+def _thinking_tags(nodes: list) -> tuple[str, str]:
+    """Ollama's thinking.InferTags: where a `.Thinking` field is used and the nearest range
+    around it is over `.Messages`, the list of nodes holding it opens and closes with the
+    tags (trimmed text), e.g. ("<think>", "</think>"); the last such use wins, as in Ollama."""
+    tags = ["", ""]
+
+    def visit(ns: list, in_messages: bool) -> None:
+        for node in ns:
+            kind = node[0]
+            pipes = [node[1]] if kind in ("action", "range", "with") else (
+                [cond for cond, _ in node[1]] if kind == "if" else [])
+            # the nearest enclosing range decides, and a range encloses its own pipeline
+            inner = in_messages if kind != "range" else any(
+                chain[0] == "Messages" for chain in _pipe_fields(node[1]))
+            if inner and any(chain[0] == "Thinking" for p in pipes for chain in _pipe_fields(p)):
+                first, last = ns[0], ns[-1]
+                tags[0] = first[1].strip() if first[0] == "text" else tags[0]
+                tags[1] = last[1].strip() if last[0] == "text" else tags[1]
+            if kind == "if":
+                for _, body in node[1]:
+                    visit(body, in_messages)
+                visit(node[2], in_messages)
+            elif kind in ("range", "with"):
+                visit(node[2], inner)
+                visit(node[3], inner)
+
+    visit(nodes, False)
+    return tags[0], tags[1]
+
+
 def _cut_after_response(nodes: list) -> list:
     """Copy the tree keeping everything up to the first `.Response` field, as Ollama's
     deleteNode does for the last legacy turn (control conditions are kept as they are)."""
@@ -731,6 +773,11 @@ def execute(nodes: list, values: dict[str, Any]) -> str:
 def identifiers(nodes: list) -> set[str]:
     """Lower-cased names of the fields the nodes refer to (e.g. "messages", "response")."""
     return _identifiers(nodes)
+
+
+def thinking_tags(nodes: list) -> tuple[str, str]:
+    """The tags around a message's .Thinking, as Ollama infers them; ("", "") if none."""
+    return _thinking_tags(nodes)
 
 
 def cut_after_response(nodes: list) -> list:

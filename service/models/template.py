@@ -9,7 +9,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from service.models.gotemplate import cut_after_response, execute, fail, identifiers, parse
+from service.models.gotemplate import (
+    cut_after_response,
+    execute,
+    fail,
+    identifiers,
+    parse,
+    thinking_tags,
+)
 
 
 class Template:
@@ -33,6 +40,12 @@ class Template:
     def uses_messages(self) -> bool:
         """Whether the template ranges over .Messages itself (else it is a legacy template)."""
         return bool({"messages", "document"} & self.variables)
+
+    @property
+    def thinking_tags(self) -> tuple[str, str]:
+        """The tags the template writes around a message's .Thinking (("", "") if it writes
+        none): Ollama's sign that a model thinks."""
+        return thinking_tags(self._nodes)
 
     def render(self, values: dict[str, Any]) -> str:
         """Execute the template with `values` as both `.` and `$`."""

@@ -210,8 +210,6 @@ def show_response(model: Model, meta: dict[str, Any]) -> dict[str, Any]:
                           template=model.template, system=model.system,
                           adapters=[str(p) for p in model.adapters],
                           license=list(model.license), messages=list(model.messages))
-    arch = meta.get("general.architecture", "")
-    embedding = f"{arch}.pooling_type" in meta
     answer = {
         "license": "\n".join(model.license),
         "modelfile": modelfile.render(name=model.name.display()),
@@ -221,7 +219,7 @@ def show_response(model: Model, meta: dict[str, Any]) -> dict[str, Any]:
         "details": model.details(),
         "messages": model.messages or None,
         "model_info": gguf.model_info(meta),
-        "capabilities": ["embedding"] if embedding else ["completion"],
+        "capabilities": model.capabilities(meta),
         "modified_at": model.modified_at.isoformat().replace("+00:00", "Z"),
     }
     return {k: v for k, v in answer.items() if v not in ("", None)}
