@@ -67,15 +67,23 @@ def parsed(text: str) -> Template:
     return Template(text)
 
 
-def render_chat(template: Template, messages: list[dict[str, Any]]) -> str:
+def render_chat(template: Template, messages: list[dict[str, Any]],
+                think: bool | str | None = None) -> str:
     """Build a prompt from a whole conversation the way Ollama's Template.Execute does, leaving
     the assistant's turn open. System messages are part of `messages` (the caller decides
-    which SYSTEM applies); their texts are joined into .System."""
+    which SYSTEM applies); their texts are joined into .System. `think` (the request's) is
+    .Think, .ThinkLevel and .IsThinkSet, as Ollama sets them."""
     system, collated = _collate(messages)
-    values = {"Tools": [], "Response": "", "Think": False, "IsThinkSet": False}
+    values = {"Tools": [], "Response": "", **think_values(think)}
     if template.uses_messages:
         return template.render({**values, "System": system, "Messages": collated})
     return _render_legacy(template, collated, values)
+
+
+def think_values(think: bool | str | None) -> dict[str, Any]:
+    """Ollama's think fields: a level means thinking on, and true alone means "medium"."""
+    level = think if isinstance(think, str) else "medium" if think else ""
+    return {"Think": bool(think), "ThinkLevel": level, "IsThinkSet": think is not None}
 
 
 def _collate(msgs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
