@@ -5,6 +5,7 @@ for a model that cannot think, and handed to the template (.Think, .ThinkLevel, 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ from service.jobs.requests import ChatRequest, GenerateRequest, check_think
 from service.models.store import ModelStore
 from service.models.template import Template, render_chat
 from tests.test_capabilities import THINKING_TEMPLATE
-from workers.prompt import render_jinja
+from workers.prompt import build_prompt, render_jinja
 
 REFUSAL = '"smollm2:135m" does not support thinking'
 HI = [{"role": "user", "content": "Hi"}]
@@ -110,3 +111,14 @@ def test_the_jinja_template_sees_enable_thinking(think, expected) -> None:
               "{% else %}off{% endif %}{% if reasoning_effort %} {{ reasoning_effort }}"
               "{% endif %}")
     assert render_jinja(source, HI, "", "", think) == expected
+
+
+def test_the_worker_refuses_thinking_too_for_a_batch_line(tmp_path: Path, model_file: Path):
+    store = ModelStore(tmp_path / "models")
+    plain = store.create("plain", store.import_file(model_file))
+    engine = SimpleNamespace(chat_template=None)
+    with pytest.raises(InvalidRequest, match="does not support thinking"):
+        build_prompt(plain, {"messages": HI, "think": "high"}, "chat", engine)
+    thinker = store.create("thinker", store.import_file(model_file), template=THINKING_TEMPLATE)
+    prompt = build_prompt(thinker, {"messages": HI, "think": False}, "chat", engine)
+    assert prompt.endswith("<think>\n\n</think>\n\n")
