@@ -11,6 +11,7 @@ import pytest
 
 from service.models.capabilities import capabilities
 from service.models.store import MEDIA, ModelStore
+from service.models.template import Template
 from tests.test_api_models import mapp, mclient, writable  # noqa: F401 (fixtures)
 from tests.test_gguf import STRING, U32, write_gguf
 
@@ -96,3 +97,28 @@ def test_an_embedding_model_shows_only_embedding(mclient, tmp_path: Path) -> Non
     assert res.status_code == 200, res.get_json()
     show = mclient.post("/api/show", json={"model": "embedder"}).get_json()
     assert show["capabilities"] == ["embedding"]
+
+
+_THINKING_IN = """
+{{ if .Thinking}}/think{{ end }}
+{{- range $i, $_ := .Messages }}
+  {{- $last := eq (len (slice $.Messages $i)) 1 -}}
+  {{ if and $last .Thinking }}
+    %s
+  {{ end }}
+{{ end }}
+"""
+
+
+@pytest.mark.parametrize(("text", "tags"), [
+    (_THINKING_IN % "<think>{{ .Thinking }}</think>", ("<think>", "</think>")),
+    (_THINKING_IN % "Some text before   {{ .Thinking }}    Some text after",
+     ("Some text before", "Some text after")),
+    (_THINKING_IN.replace("{{- range $i, $_ := .Messages }}",
+                          "{{- range $i, $_ := .Messages }}{{ range .NotMessages }}")
+     .replace("{{ end }}\n{{ end }}", "{{ end }}{{ end }}\n{{ end }}")
+     % "<think>{{ .Thinking }}</think>", ("", "")),  # the nearest range is not .Messages
+    (THINKING_TEMPLATE, ("<think>", "</think>")),
+])
+def test_thinking_tags_are_inferred_as_ollama_does(text: str, tags: tuple[str, str]) -> None:
+    assert Template(text).thinking_tags == tags
