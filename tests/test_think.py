@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import ollama
+import openai
 import pytest
 
 from service.core.errors import InvalidRequest
@@ -122,3 +124,15 @@ def test_the_worker_refuses_thinking_too_for_a_batch_line(tmp_path: Path, model_
     thinker = store.create("thinker", store.import_file(model_file), template=THINKING_TEMPLATE)
     prompt = build_prompt(thinker, {"messages": HI, "think": False}, "chat", engine)
     assert prompt.endswith("<think>\n\n</think>\n\n")
+
+
+def test_the_official_clients_see_capabilities_and_the_refusal(app, api):
+    host = str(api.base_url).removesuffix("/v1/")
+    client = ollama.Client(host=host)
+    assert client.show("smollm2:135m").capabilities == ["completion"]
+    assert [m.model for m in client.list().models] == ["smollm2:135m"]
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="smollm2:135m", messages=HI, think=True)
+    assert caught.value.status_code == 400 and caught.value.error == REFUSAL
+    with pytest.raises(openai.BadRequestError, match="does not support thinking"):
+        api.chat.completions.create(model="smollm2:135m", messages=HI, reasoning_effort="low")
