@@ -22,11 +22,10 @@ import json
 import re
 import warnings
 from collections.abc import Callable
-from datetime import date, timedelta
 from typing import Any
-from urllib.parse import quote_plus
 
 from service.core.errors import InvalidRequest
+from service.models import gofuncs
 
 _WS = " \t\r\n"
 _ACTION = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
@@ -671,67 +670,9 @@ def _plain(value: Any) -> Any:
     return getattr(value, "__dict__", None) or str(value)
 
 
-def _current_date(*_format: str) -> str:
-    """Ollama's currentDate: today, local time, as "2006-01-02" (a format argument is
-    accepted and ignored, as Ollama does, so library templates that pass one still run)."""
-    return date.today().isoformat()
-
-
-def _yesterday_date(*_format: str) -> str:
-    """Ollama's yesterdayDate: the day before currentDate, in the same form."""
-    return (date.today() - timedelta(days=1)).isoformat()
-
-
-_TS_TYPES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean",
-             "array": "any[]", "object": "Record<string, any>", "null": "null"}
-
-
-def _typescript_type(prop: Any) -> str:
-    """Ollama's toTypeScriptType: a tool parameter's JSON-schema type as TypeScript, so a
-    template can write `location: string | null`. anyOf branches and type lists become
-    unions; anything else (no type, an unknown one, a value that is not a schema) is "any"."""
-    if not isinstance(prop, dict):
-        return "any"
-    if isinstance(prop.get("anyOf"), list) and prop["anyOf"]:
-        return " | ".join(_typescript_type(branch) for branch in prop["anyOf"])
-    kinds = prop.get("type")
-    kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
-    if not kinds:
-        return "any"
-    return " | ".join(_TS_TYPES.get(k, "any") if isinstance(k, str) else "any" for k in kinds)
-
-
 def _text_of(args: tuple[Any, ...]) -> str:
     """The text Go's html/js/urlquery escape: a lone string as it is, else fmt.Sprint."""
     return args[0] if len(args) == 1 and isinstance(args[0], str) else _print(*args)
-
-
-_HTML = {"\0": "\uFFFD", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E",
-       "&": "\\u0026", "=": "\\u003D"}
-
-
-def _html(*args: Any) -> str:
-    """Go's html: the five HTML-special characters as entities, as HTMLEscapeString."""
-    return "".join(_HTML.get(c, c) for c in _text_of(args))
-
-
-def _js(*args: Any) -> str:
-    """Go's js: quotes, backslash, <, >, &, = and control characters as JavaScript escapes."""
-    out = []
-    for c in _text_of(args):
-        if c in _JS:
-            out.append(_JS[c])
-        elif c < " " or (c >= "\x80" and not c.isprintable()):  # Go: not unicode.IsPrint
-            out.append(f"\\u{ord(c):04X}")
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-def _urlquery(*args: Any) -> str:
-    """Go's urlquery: the text escaped for a URL query (url.QueryEscape)."""
-    return quote_plus(_text_of(args), safe="")
 
 
 _FUNCS: dict[str, Callable[..., Any]] = {
@@ -750,13 +691,13 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "print": _print,
     "printf": _printf,
     "println": lambda *args: " ".join(_to_str(a) for a in args) + "\n",
-    "html": _html,
-    "js": _js,
-    "urlquery": _urlquery,
+    "html": lambda *args: gofuncs.html(_text_of(args)),
+    "js": lambda *args: gofuncs.js(_text_of(args)),
+    "urlquery": lambda *args: gofuncs.urlquery(_text_of(args)),
     "json": _json,
-    "currentDate": _current_date,
-    "yesterdayDate": _yesterday_date,
-    "toTypeScriptType": _typescript_type,
+    "currentDate": gofuncs.current_date,
+    "yesterdayDate": gofuncs.yesterday_date,
+    "toTypeScriptType": gofuncs.typescript_type,
 }
 
 
