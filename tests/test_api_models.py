@@ -133,6 +133,28 @@ def test_create_from_an_existing_model_keeps_its_layers_and_overrides_some(mclie
     assert show["license"] == "L1\nL2"
 
 
+SHOUTY = "{{ .System }}\n{{ shout .Prompt }}"  # line 2 calls a function nobody defines
+
+
+@pytest.mark.parametrize("body", [
+    {"from": MODEL_NAME, "template": SHOUTY},
+    {"modelfile": f'FROM {MODEL_NAME}\nTEMPLATE """{SHOUTY}"""'},
+])
+def test_create_refuses_a_template_calling_an_unknown_function_naming_it(mclient, body):
+    res = mclient.post("/api/create", json={"model": "shouty", **body})
+    assert res.status_code == 400
+    assert 'line 2: function "shout" not defined' in res.get_json()["error"]
+    assert mclient.post("/api/show", json={"model": "shouty"}).status_code == 404
+
+
+def test_create_accepts_a_template_calling_ollamas_functions(mclient):
+    text = "Today is {{ currentDate }}.{{ range .Tools }}{{ toTypeScriptType . }}{{ end }}"
+    res = mclient.post("/api/create", json={"model": "dated", "from": MODEL_NAME,
+                                            "template": text, "stream": False})
+    assert res.status_code == 200, res.get_json()
+    assert mclient.post("/api/show", json={"model": "dated"}).get_json()["template"] == text
+
+
 def test_create_from_an_uploaded_blob_with_ollamas_newer_fields(mclient, tmp_path):
     weights = tiny(tmp_path / "w.gguf").read_bytes()
     digest = "sha256:" + hashlib.sha256(weights).hexdigest()

@@ -15,6 +15,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from service.core.errors import InvalidRequest
+from service.jobs.requests import check_think
 from service.models.store import Model
 from service.models.template import parsed, render_chat
 from workers.engine import Options
@@ -82,12 +83,15 @@ def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any) 
     from messages_for, system message included, goes to whichever template applies as it is."""
     if kind == "generate" and request.get("raw"):
         return request.get("prompt", "")
+    think = request.get("think")
+    check_think(think, model)  # a batch line's job reaches no API check
     messages = messages_for(model, request, kind)
     go_template = request.get("template") or model.template
     if go_template:
-        return render_chat(parsed(go_template), messages)
+        return render_chat(parsed(go_template), messages, think)
     if engine.chat_template:
-        return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token)
+        return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token,
+                            think)
     return "".join(f"{m['content']}\n" for m in messages)
 
 
@@ -103,11 +107,19 @@ def _raise(message: str):
     raise TemplateError(message)
 
 
-def render_jinja(source: str, messages: list[dict[str, str]], bos: str, eos: str) -> str:
-    """Render a GGUF chat template with the generation prompt left open."""
+def render_jinja(source: str, messages: list[dict[str, str]], bos: str, eos: str,
+                 think: bool | str | None = None) -> str:
+    """Render a GGUF chat template with the generation prompt left open. A request's `think`
+    is `enable_thinking` (Qwen3's and others' switch), and a level is `reasoning_effort`
+    (gpt-oss's); unset, both stay undefined so the template's default holds."""
+    extra: dict[str, Any] = {}
+    if think is not None:
+        extra["enable_thinking"] = bool(think)
+    if isinstance(think, str):
+        extra["reasoning_effort"] = "high" if think == "max" else think
     try:
         return _compile(source).render(
-            messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos
+            messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos, **extra
         )
     except TemplateError as exc:
         raise InvalidRequest(f"the model's chat template rejected the messages: {exc}") from None

@@ -30,6 +30,7 @@ from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber, retrying
 from service.jobs.kinds import JobKind, JobRequest
 from service.jobs.records import Job, JobStatus
+from service.jobs.requests import check_think
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def follow(kind: JobKind, request: JobRequest, *, resolve: bool = True) -> Follo
     ctx = services()
     if resolve:
         access.check_model(request.model)
-        ctx.store.resolve(request.model)
+        model = ctx.store.resolve(request.model)
+        check_think(getattr(request, "think", None), model, request.model)
     job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue,
                            owner=access.owner())
     return Following(job, open_events(ctx, job), partial(cancel, ctx, job.id))

@@ -7,15 +7,19 @@ naming it. `to_job()` is the JSON a worker receives (through the job row, not th
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service.core import fields
 from service.core.errors import InvalidRequest
 from service.core.settings import parse_keep_alive
+from service.models.capabilities import THINKING
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
 from service.models.registry import is_url
+from service.models.store import Model
+from service.models.template import parsed
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_SOURCE = 255  # the job row's model column holds a pull's source
@@ -106,6 +110,39 @@ def _check_list(value: Any, where: str, depth: int) -> None:
         check_schema(schema, f"{where}[{i}]", depth)
 
 
+THINK_LEVELS = ("low", "medium", "high", "max")  # Ollama's ThinkValue strings
+
+
+def think(body: dict[str, Any]) -> bool | str | None:
+    """`think`: true or false, or a level ("low", "medium", "high"; Ollama's "max" too);
+    absent leaves the template's default."""
+    value = body.get("think")
+    if value is None or isinstance(value, bool) or value in THINK_LEVELS:
+        return value
+    raise InvalidRequest("invalid field 'think': expected true, false, \"low\", \"medium\" "
+                         "or \"high\"")
+
+
+def check_think(value: bool | str | None, model: Model, name: str | None = None) -> None:
+    """Refuse thinking asked of a model that cannot think, with Ollama's 400 naming the model
+    as the request did (`name`); `think: false` is accepted by every model."""
+    if value and THINKING not in model.capabilities():
+        shown = name or model.name.display()
+        raise InvalidRequest(f"{json.dumps(shown)} does not support thinking")
+
+
+def _template(body: dict[str, Any]) -> str | None:
+    """`template`: parsed here, so a syntax error or an unknown function is a 400 naming the
+    field before the job is queued, not a failed job."""
+    text = fields.field(body, "template", str)
+    if text:
+        try:
+            parsed(text)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"invalid field 'template': {exc.message}") from None
+    return text
+
+
 @dataclass
 class GenerateRequest:
     """POST /api/generate."""
@@ -120,6 +157,7 @@ class GenerateRequest:
     options: dict[str, Any] = field(default_factory=dict)  # runtime options (temperature, ...)
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
     truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
+    think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:
@@ -127,11 +165,12 @@ class GenerateRequest:
             **common(body),
             prompt=fields.field(body, "prompt", str, ""),
             system=fields.field(body, "system", str),
-            template=fields.field(body, "template", str),
+            template=_template(body),
             raw=fields.field(body, "raw", bool, False),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
             truncate=fields.field(body, "truncate", bool, True),
+            think=think(body),
         )
 
     def to_job(self) -> dict[str, Any]:
@@ -167,6 +206,7 @@ class ChatRequest:
     options: dict[str, Any] = field(default_factory=dict)  # runtime options
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
     truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
+    think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ChatRequest:
@@ -176,6 +216,7 @@ class ChatRequest:
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
             truncate=fields.field(body, "truncate", bool, True),
+            think=think(body),
         )
 
     def to_job(self) -> dict[str, Any]:

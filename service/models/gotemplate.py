@@ -3,9 +3,11 @@
 Supported: text with `{{ }}` actions and `{{- -}}` trimming, `{{/* comments */}}`, fields
 (`.Messages`, `.Function.Name`), `$` and variables (`$x := ...`, `$x = ...`), string, number
 and boolean literals, pipelines with `|` and `( )`, `if / else if / else`, `range` (with
-`$i, $m :=`, `else`, `break`, `continue`), `with`, and the functions eq ne lt le gt ge and or
-not len index slice print printf println json. Parse errors and run-time errors are
-InvalidRequest("template: ..."), because a template is something a user sent.
+`$i, $m :=`, `else`, `break`, `continue`), `with`, Go's functions (eq ne lt le gt ge and or
+not len index slice print printf println html js urlquery; not `call`, since a template's data
+holds no functions) and Ollama's FuncMap (json currentDate yesterdayDate toTypeScriptType).
+Parse errors and run-time errors are InvalidRequest("template: ..."), because a template is
+something a user sent; an unknown function is a parse error, so creating a model refuses it.
 
 Differences from Go, chosen for prompts: a missing field prints as "" (Go prints
 "<no value>"), a field of a missing value is missing rather than an error, maps and lists
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.core.errors import InvalidRequest
+from service.models import gofuncs
 
 _WS = " \t\r\n"
 _ACTION = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
@@ -301,6 +304,48 @@ def _walk_nodes(nodes: list):
         elif node[0] in ("range", "with"):
             yield from _walk_nodes(node[2])
             yield from _walk_nodes(node[3])
+
+
+def _pipe_fields(pipe: tuple) -> list[list[str]]:
+    """The `.A.B` field chains a pipeline names, sub-pipelines included (not `$.A`)."""
+    found = []
+    for cmd in pipe[2]:
+        for arg in cmd:
+            if arg[0] == "field":
+                found.append(arg[1])
+            elif arg[0] == "sub":
+                found += _pipe_fields(arg[1])
+    return found
+
+
+def _thinking_tags(nodes: list) -> tuple[str, str]:
+    """Ollama's thinking.InferTags: where a `.Thinking` field is used and the nearest range
+    around it is over `.Messages`, the list of nodes holding it opens and closes with the
+    tags (trimmed text), e.g. ("<think>", "</think>"); the last such use wins, as in Ollama."""
+    tags = ["", ""]
+
+    def visit(ns: list, in_messages: bool) -> None:
+        for node in ns:
+            kind = node[0]
+            pipes = [node[1]] if kind in ("action", "range", "with") else (
+                [cond for cond, _ in node[1]] if kind == "if" else [])
+            # the nearest enclosing range decides, and a range encloses its own pipeline
+            inner = in_messages if kind != "range" else any(
+                chain[0] == "Messages" for chain in _pipe_fields(node[1]))
+            if inner and any(chain[0] == "Thinking" for p in pipes for chain in _pipe_fields(p)):
+                first, last = ns[0], ns[-1]
+                tags[0] = first[1].strip() if first[0] == "text" else tags[0]
+                tags[1] = last[1].strip() if last[0] == "text" else tags[1]
+            if kind == "if":
+                for _, body in node[1]:
+                    visit(body, in_messages)
+                visit(node[2], in_messages)
+            elif kind in ("range", "with"):
+                visit(node[2], inner)
+                visit(node[3], inner)
+
+    visit(nodes, False)
+    return tags[0], tags[1]
 
 
 def _cut_after_response(nodes: list) -> list:
@@ -625,6 +670,11 @@ def _plain(value: Any) -> Any:
     return getattr(value, "__dict__", None) or str(value)
 
 
+def _text_of(args: tuple[Any, ...]) -> str:
+    """The text Go's html/js/urlquery escape: a lone string as it is, else fmt.Sprint."""
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else _print(*args)
+
+
 _FUNCS: dict[str, Callable[..., Any]] = {
     "and": _logic,  # and/or are evaluated lazily by _Run.command; listed so they parse
     "or": _logic,
@@ -641,7 +691,13 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "print": _print,
     "printf": _printf,
     "println": lambda *args: " ".join(_to_str(a) for a in args) + "\n",
+    "html": lambda *args: gofuncs.html(_text_of(args)),
+    "js": lambda *args: gofuncs.js(_text_of(args)),
+    "urlquery": lambda *args: gofuncs.urlquery(_text_of(args)),
     "json": _json,
+    "currentDate": gofuncs.current_date,
+    "yesterdayDate": gofuncs.yesterday_date,
+    "toTypeScriptType": gofuncs.typescript_type,
 }
 
 
@@ -658,6 +714,11 @@ def execute(nodes: list, values: dict[str, Any]) -> str:
 def identifiers(nodes: list) -> set[str]:
     """Lower-cased names of the fields the nodes refer to (e.g. "messages", "response")."""
     return _identifiers(nodes)
+
+
+def thinking_tags(nodes: list) -> tuple[str, str]:
+    """The tags around a message's .Thinking, as Ollama infers them; ("", "") if none."""
+    return _thinking_tags(nodes)
 
 
 def cut_after_response(nodes: list) -> list:

@@ -20,11 +20,13 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
 from service.core.errors import InvalidRequest, ModelNotFound
 from service.models import gguf
+from service.models.capabilities import capabilities
 from service.models.names import ModelName, name_from_manifest_path, parse_name
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -37,6 +39,7 @@ MEDIA = {
     "license": "application/vnd.ollama.image.license",
     "messages": "application/vnd.ollama.image.messages",
     "adapter": "application/vnd.ollama.image.adapter",
+    "projector": "application/vnd.ollama.image.projector",  # a vision model's mmproj GGUF
 }
 _CHUNK = 1 << 20
 
@@ -86,6 +89,15 @@ class Model:
     license: list[str] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
     adapters: list[Path] = field(default_factory=list)
+    projectors: list[Path] = field(default_factory=list)
+
+    def capabilities(self, meta: dict[str, Any] | None = None) -> list[str]:
+        """What the model can do (completion, embedding, tools, thinking, vision, insert),
+        from its GGUF header (`meta`, read from the weights when not given) and its template,
+        as Ollama's /api/show and /api/tags report it and as requests are checked against."""
+        if meta is None:
+            return list(_capabilities_of(self.model_path, self.template, bool(self.projectors)))
+        return capabilities(meta, self.template, bool(self.projectors))
 
     def details(self) -> dict[str, Any]:
         """Ollama's `details` object for /api/tags and /api/show."""
@@ -101,6 +113,13 @@ class Model:
     def layer(self, kind: str) -> Layer | None:
         """The first layer of a kind ("model", "adapter", ...), or None."""
         return next((x for x in self.layers if x.media_type == MEDIA[kind]), None)
+
+
+@lru_cache(maxsize=256)
+def _capabilities_of(weights: Path, template: str | None, projector: bool) -> tuple[str, ...]:
+    """Capabilities read from a weights blob once: blobs are named by their content, so a
+    path's header never changes, and /api/tags asks for every model's on each call."""
+    return tuple(capabilities(gguf.read_metadata(weights), template, projector))
 
 
 class ModelStore:
@@ -297,6 +316,8 @@ class ModelStore:
             model.model_path = path
         elif kind == "adapter":
             model.adapters.append(path)
+        elif kind == "projector":
+            model.projectors.append(path)
         elif kind in ("template", "prompt"):  # "prompt" is the template's pre-0.1 name
             model.template = path.read_text()
         elif kind == "system":

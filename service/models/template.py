@@ -9,7 +9,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from service.models.gotemplate import cut_after_response, execute, fail, identifiers, parse
+from service.models.gotemplate import (
+    cut_after_response,
+    execute,
+    fail,
+    identifiers,
+    parse,
+    thinking_tags,
+)
 
 
 class Template:
@@ -34,6 +41,12 @@ class Template:
         """Whether the template ranges over .Messages itself (else it is a legacy template)."""
         return bool({"messages", "document"} & self.variables)
 
+    @property
+    def thinking_tags(self) -> tuple[str, str]:
+        """The tags the template writes around a message's .Thinking (("", "") if it writes
+        none): Ollama's sign that a model thinks."""
+        return thinking_tags(self._nodes)
+
     def render(self, values: dict[str, Any]) -> str:
         """Execute the template with `values` as both `.` and `$`."""
         return execute(self._nodes, values)
@@ -54,15 +67,23 @@ def parsed(text: str) -> Template:
     return Template(text)
 
 
-def render_chat(template: Template, messages: list[dict[str, Any]]) -> str:
+def render_chat(template: Template, messages: list[dict[str, Any]],
+                think: bool | str | None = None) -> str:
     """Build a prompt from a whole conversation the way Ollama's Template.Execute does, leaving
     the assistant's turn open. System messages are part of `messages` (the caller decides
-    which SYSTEM applies); their texts are joined into .System."""
+    which SYSTEM applies); their texts are joined into .System. `think` (the request's) is
+    .Think, .ThinkLevel and .IsThinkSet, as Ollama sets them."""
     system, collated = _collate(messages)
-    values = {"Tools": [], "Response": "", "Think": False, "IsThinkSet": False}
+    values = {"Tools": [], "Response": "", **think_values(think)}
     if template.uses_messages:
         return template.render({**values, "System": system, "Messages": collated})
     return _render_legacy(template, collated, values)
+
+
+def think_values(think: bool | str | None) -> dict[str, Any]:
+    """Ollama's think fields: a level means thinking on, and true alone means "medium"."""
+    level = think if isinstance(think, str) else "medium" if think else ""
+    return {"Think": bool(think), "ThinkLevel": level, "IsThinkSet": think is not None}
 
 
 def _collate(msgs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:

@@ -23,6 +23,7 @@ from service.models import gguf
 from service.models.modelfile import Modelfile, coerce_options, parse_modelfile
 from service.models.names import parse_name
 from service.models.store import MEDIA, Layer, Model, ModelStore, check_digest
+from service.models.template import Template
 
 bp = Blueprint("models", __name__)
 
@@ -67,10 +68,11 @@ def _modelfile_from_fields(body: dict[str, Any]) -> Modelfile:
     adapters = field(body, "adapters", dict, {})
     if adapters:
         modelfile.adapters = [str(d) for d in adapters.values()]
-    for key in ("template", "system"):
-        value = field(body, key, str)
-        if value is not None:
-            setattr(modelfile, key, value)
+    template, system = field(body, "template", str), field(body, "system", str)
+    if template is not None:
+        modelfile.template = _checked_template(template)
+    if system is not None:
+        modelfile.system = system
     modelfile.parameters.update(coerce_options(field(body, "parameters", dict, {})))
     license_ = field(body, "license", (str, list))
     if license_:
@@ -84,6 +86,17 @@ def _modelfile_from_fields(body: dict[str, Any]) -> Modelfile:
     if field(body, "quantize", str) or field(body, "quantization", str):
         raise InvalidRequest("invalid field 'quantize': corral does not quantize models")
     return modelfile
+
+
+def _checked_template(text: str) -> str:
+    """Parse the `template` field now (a Modelfile's TEMPLATE is parsed with the Modelfile),
+    so an unknown function or a syntax error is a 400 naming it when the model is created
+    rather than on every request to it."""
+    try:
+        Template(text)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"invalid field 'template': {exc.message}") from None
+    return text
 
 
 def _message(index: int, message: Any) -> dict[str, str]:
@@ -197,8 +210,6 @@ def show_response(model: Model, meta: dict[str, Any]) -> dict[str, Any]:
                           template=model.template, system=model.system,
                           adapters=[str(p) for p in model.adapters],
                           license=list(model.license), messages=list(model.messages))
-    arch = meta.get("general.architecture", "")
-    embedding = f"{arch}.pooling_type" in meta
     answer = {
         "license": "\n".join(model.license),
         "modelfile": modelfile.render(name=model.name.display()),
@@ -208,7 +219,7 @@ def show_response(model: Model, meta: dict[str, Any]) -> dict[str, Any]:
         "details": model.details(),
         "messages": model.messages or None,
         "model_info": gguf.model_info(meta),
-        "capabilities": ["embedding"] if embedding else ["completion"],
+        "capabilities": model.capabilities(meta),
         "modified_at": model.modified_at.isoformat().replace("+00:00", "Z"),
     }
     return {k: v for k, v in answer.items() if v not in ("", None)}

@@ -46,7 +46,7 @@ def chat_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
 def model_entry(model) -> dict[str, Any]:
     """One model in GET /api/tags."""
     name = model.name.display()
-    return {
+    entry = {
         "name": name,
         "model": name,
         "modified_at": model.modified_at.isoformat().replace("+00:00", "Z"),
@@ -54,3 +54,8 @@ def model_entry(model) -> dict[str, Any]:
         "digest": model.digest,
         "details": model.details(),
     }
+    try:
+        entry["capabilities"] = model.capabilities()
+    except (ValueError, OSError):
+        pass  # unreadable weights: listed without capabilities (omitempty), as /api/show fails
+    return entry

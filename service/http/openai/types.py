@@ -32,6 +32,8 @@ from service.models.modelfile import INT32, RANGES
 #   stop                   a string or a list of strings; the answer ends before the first one
 #   n                      choices to return; only 1 is supported
 #   response_format        {"type": "json_object"} or json_schema: becomes the job's `format`
+#   reasoning_effort       chat: none, minimal, low, medium, high, xhigh (or reasoning.effort):
+#                          Ollama's `think` (400 if the model cannot think, unless "none")
 #   tools / suffix         not supported: 400 rather than silently ignored
 #   input                  embeddings: a non-empty string or list of them
 #   encoding_format        embeddings: "float" or "base64" (little-endian float32)
@@ -185,9 +187,29 @@ def chat_request(body: dict[str, Any]) -> Parsed:
     if param(body, "tools", list):
         raise InvalidParam("tools", "invalid field 'tools': tool calling is not supported")
     job = ChatRequest(model=param(body, "model", str, required=True), messages=_messages(body),
-                      format=_format(body), options=_options(body))
+                      format=_format(body), options=_options(body), think=_think(body))
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
+
+
+# OpenAI's efforts and the tiers clients add, as Ollama's thinkFromReasoningEffort maps them
+EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low",
+                                  "medium": "medium", "high": "high", "max": "max",
+                                  "xhigh": "max", "ultra": "max"}
+
+
+def _think(body: dict[str, Any]) -> bool | str | None:
+    """`reasoning_effort` (or Ollama's `reasoning: {"effort"}`) as the job's `think`."""
+    name, effort = "reasoning_effort", param(body, "reasoning_effort", str)
+    reasoning = param(body, "reasoning", dict)
+    if reasoning is not None:
+        name, effort = "reasoning.effort", reasoning.get("effort")
+    if effort is None or effort == "":
+        return None
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise InvalidParam(name, f"invalid field '{name}': expected one of "
+                           + ", ".join(EFFORTS))
+    return EFFORTS[effort]
 
 
 def _prompt(body: dict[str, Any]) -> str:
