@@ -232,6 +232,22 @@ def test_same_seed_gives_the_same_text(engine: Engine) -> None:
     assert any(sample(seed) != first for seed in (1, 2, 3))  # the seed does steer sampling
 
 
+@pytest.mark.parametrize("changes", [{"mirostat": 1}, {"mirostat": 2, "mirostat_tau": 3.0},
+                                     {"typical_p": 0.5}], ids=["mirostat", "mirostat2", "typical"])
+def test_mirostat_and_typical_p_steer_sampling_reproducibly(engine: Engine, changes) -> None:
+    """Ollama's mirostat/typical_p options are applied, not accepted and dropped: with them the
+    same seeds give other texts than without, and the same text again for the same seed."""
+    prompt = chat(engine, "Invent a name for a cat.")
+
+    def sample(seed: int, **extra) -> str:
+        options = Options(temperature=1.0, seed=seed, num_predict=16, **extra)
+        return engine.submit(prompt, options).result().text
+
+    steered = [sample(seed, **changes) for seed in (7, 8, 9)]
+    assert steered[0] == sample(7, **changes)
+    assert steered != [sample(seed) for seed in (7, 8, 9)]
+
+
 def test_prefix_cache_reuses_an_idle_slots_tokens(cached_engine: Engine) -> None:
     prompt = chat(cached_engine, "List three rivers in Europe.")
     options = Options(temperature=0, num_predict=12)

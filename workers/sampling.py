@@ -24,6 +24,10 @@ class Options:
     top_k: int = 40
     top_p: float = 0.9
     min_p: float = 0.0
+    typical_p: float = 1.0  # 1: off
+    mirostat: int = 0  # 0: off, 1: Mirostat, 2: Mirostat 2.0 (replaces top_k/top_p/min_p)
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
     seed: int = -1  # <0: random
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
@@ -85,7 +89,7 @@ def build_sampler(
         if options.repeat_last_n != 0:
             for token in prompt[-_last_n(options) :]:
                 llama_cpp.llama_sampler_accept(penalties, token)
-    for sampler in _stages(options):
+    for sampler in _stages(options, n_vocab):
         llama_cpp.llama_sampler_chain_add(chain, sampler)
     return chain
 
@@ -108,22 +112,37 @@ def _penalties(n_vocab: int, options: Options) -> llama_cpp.llama_sampler_p | No
     )
 
 
-def _stages(options: Options) -> list[llama_cpp.llama_sampler_p]:
-    """List the truncation and selection samplers in llama.cpp's usual order; temperature <= 0
-    means greedy."""
-    stages = []
+def _stages(options: Options, n_vocab: int) -> list[llama_cpp.llama_sampler_p]:
+    """List the truncation and selection samplers in llama.cpp's usual order (common/sampling:
+    top_k, typical_p, top_p, min_p, temperature, then the draw); temperature <= 0 means greedy,
+    and Mirostat, as there, replaces the truncation stages with its own."""
     if options.temperature <= 0:
         return [llama_cpp.llama_sampler_init_greedy()]
+    seed = _seed(options)
+    if options.mirostat in (1, 2):
+        temp = llama_cpp.llama_sampler_init_temp(options.temperature)
+        tau, eta = options.mirostat_tau, options.mirostat_eta
+        if options.mirostat == 1:
+            return [temp, llama_cpp.llama_sampler_init_mirostat(n_vocab, seed, tau, eta, 100)]
+        return [temp, llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta)]
+    stages = []
     if options.top_k > 0:
         stages.append(llama_cpp.llama_sampler_init_top_k(options.top_k))
+    if 0 < options.typical_p < 1:
+        stages.append(llama_cpp.llama_sampler_init_typical(options.typical_p, 1))
     if 0 < options.top_p < 1:
         stages.append(llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
     if options.min_p > 0:
         stages.append(llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
     stages.append(llama_cpp.llama_sampler_init_temp(options.temperature))
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
-    stages.append(llama_cpp.llama_sampler_init_dist(ctypes.c_uint32(seed).value))
+    stages.append(llama_cpp.llama_sampler_init_dist(seed))
     return stages
+
+
+def _seed(options: Options) -> int:
+    """The draw's seed as llama.cpp takes it (a uint32); a negative seed means random."""
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
+    return ctypes.c_uint32(seed).value
 
 
 def _has_penalties(options: Options) -> bool:
