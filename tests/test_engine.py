@@ -424,3 +424,23 @@ def test_a_long_prompt_decodes_on_every_cpu(model_file):
         assert len(tokens) >= 60
         done = engine.submit(tokens, Options(temperature=0, num_predict=4)).result()
     assert done.eval_count == 4 and done.prompt_eval_count == len(tokens)
+
+
+def test_a_sequence_may_use_more_than_its_share_of_the_pool_while_others_run() -> None:
+    """num_ctx above the per-sequence share: one 4-slot engine of 4 x 768 cells answers a
+    2,000-token prompt (num_ctx 3072) while three short sequences run beside it, and a prompt
+    past the pool is refused by name."""
+    with Engine(MODEL, n_parallel=4, n_ctx_per_seq=768, prefix_cache=False) as eng:
+        assert eng.n_ctx == 3072 and eng.max_ctx == 3072
+        long_prompt = chat(eng, "Summarise: " + "the river runs to the sea. " * 500)[:2000]
+        assert len(long_prompt) == 2000
+        short = [eng.submit(chat(eng, f"Say the word {w}."), Options(temperature=0,
+                                                                        num_predict=24))
+                 for w in ("apple", "pear", "plum")]
+        long = eng.submit(long_prompt, Options(temperature=0, num_predict=8, num_ctx=3072))
+        done = long.result()
+        assert done.prompt_eval_count == 2000 and done.eval_count > 0
+        assert all(s.result().eval_count > 0 for s in short)
+        with pytest.raises(ValueError, match="at most 3072 here"):
+            eng.submit(long_prompt * 2, Options(num_ctx=8192))
+

@@ -5,9 +5,13 @@ loop: admit waiting requests into free sequence ids, put one token per generatin
 batch, fill the rest of n_batch with prompt chunks, decode once, sample each output with the
 sequence's own C sampler chain. Other threads only tokenize, submit and read their `Stream`.
 
-Limits: a sequence's context is min(Options.num_ctx, n_ctx_per_seq) - the slots are sized at load,
-as Ollama's are. A prompt that does not fit (len >= that limit) makes `submit` raise ValueError;
-the caller decides whether to truncate, since only it knows which part of a chat may be dropped.
+Limits: the KV cache is one pool of n_parallel x n_ctx_per_seq cells that every sequence draws
+from (kv_unified), so a sequence is not held to a fixed slice: its context is its num_ctx, up to
+the pool and the model's training context. A waiting request is admitted once the pool has room
+for its prompt besides what the running sequences hold (first come, first served); a pool that
+still runs out mid-step is relieved as `_relieve_kv_pressure` says. A prompt that does not fit
+its context (len >= the limit) makes `submit` raise ValueError; the caller decides whether to
+truncate, since only it knows which part of a chat may be dropped.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ class Engine:
         except BaseException:
             self._free()
             raise
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)  # the shared pool's cells
+        trained = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.max_ctx = min(self.n_ctx, trained) if trained > 0 else self.n_ctx
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = TokenBatch(self.n_batch)
         self._slots: list[Sequence | None] = [None] * n_parallel
@@ -146,8 +153,8 @@ class Engine:
         if len(tokens) >= limit:
             raise ValueError(
                 f"the prompt is {len(tokens)} tokens but this sequence's context holds {limit} "
-                f"(num_ctx {options.num_ctx}, engine slot {self.n_ctx_per_seq}); "
-                "shorten the prompt or raise num_ctx"
+                f"(num_ctx, at most {self.max_ctx} here: the KV pool and the model's training "
+                "context); shorten the prompt or raise num_ctx"
             )
         # Built here, not on the decode thread: a bad grammar fails this call, and the chain's
         # set-up (parsing a grammar, feeding the prompt to the penalties) never delays a step.
@@ -165,9 +172,10 @@ class Engine:
         return request.stream
 
     def context_limit(self, options: Options | None = None) -> int:
-        """The tokens one sequence may hold with these options: min(num_ctx, the slot size)."""
+        """The tokens one sequence may hold with these options: its num_ctx (n_ctx_per_seq when
+        unset), at most the pool and the model's training context (max_ctx)."""
         num_ctx = options.num_ctx if options is not None else 0
-        return min(num_ctx, self.n_ctx_per_seq) if num_ctx > 0 else self.n_ctx_per_seq
+        return min(num_ctx if num_ctx > 0 else self.n_ctx_per_seq, self.max_ctx)
 
     def active(self) -> int:
         """Return the number of sequences admitted or waiting."""
@@ -234,12 +242,21 @@ class Engine:
         return True
 
     def _take_waiting(self) -> list[Request]:
-        """Pop requests for the free ids, FIFO; cancelled waiting requests end here."""
+        """Pop requests for the free ids, FIFO, while the pool has room for their prompts;
+        cancelled waiting requests end here."""
         for request in [r for r in self._waiting if r.stream.cancelled]:
             self._waiting.remove(request)
             request.drop(Completion("cancel", 0, 0, 0, 0, ""))
         free = self.n_parallel - self._n_busy
-        return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+        room = self.n_ctx - sum(len(s.tokens) for s in self._slots if s is not None)
+        taken: list[Request] = []
+        while self._waiting and len(taken) < free:
+            need = len(self._waiting[0].tokens) + 1  # its prompt and a first token
+            if need > room and (taken or self._n_busy):
+                break  # it waits for running sequences to end; nothing overtakes it
+            room -= need
+            taken.append(self._waiting.popleft())
+        return taken
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""

@@ -263,7 +263,9 @@ class Settings:
         "CORRAL_LOAD_TIMEOUT", "5m", parse_duration,
         "How long a request waits for a worker to take it and load its model before 503")
     num_ctx: int = setting("CORRAL_NUM_CTX", "2048", _positive_int,
-                           "Default context length of one sequence, in tokens")
+                           "Default context length of one sequence, in tokens; a worker's KV pool "
+                           "holds CORRAL_NUM_PARALLEL times this, and a request's num_ctx may use "
+                           "up to all of it (and the model's training context)")
     num_threads: int = setting("CORRAL_NUM_THREADS", "0", _non_negative_int,
                                "Decode threads per model; 0 = the machine's cores")
     queues: str = setting("CORRAL_QUEUES", "cpu", str,
