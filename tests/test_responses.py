@@ -151,6 +151,7 @@ def test_an_unknown_previous_response_id_is_not_found(app, api):
     ({"model": MODEL, "input": 42}, "input"),
     ({"model": MODEL, "input": []}, "input"),
     ({"model": MODEL, "input": [{"role": "wizard", "content": "hi"}]}, "input[0].role"),
+    ({"model": MODEL, "input": [{"role": {"a": 1}, "content": "hi"}]}, "input[0].role"),
     ({"model": MODEL, "input": [{"type": "function_call_output", "output": "x"}]},
      "input[0].type"),
     ({"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]},

@@ -104,7 +104,8 @@ def _item(i: int, item: Any) -> dict[str, str]:
     if item.get("type", "message") != "message":
         raise InvalidParam(f"{where}.type", f"invalid field '{where}.type': only message "
                            f"items are supported, not {item.get('type')!r}")
-    role = ROLES.get(item.get("role"))
+    role = item.get("role")
+    role = ROLES.get(role) if isinstance(role, str) else None  # a dict is no role, nor a key
     if role is None:
         raise InvalidParam(f"{where}.role", f"invalid field '{where}.role': expected user, "
                            "system, developer or assistant")
