@@ -124,6 +124,17 @@ def test_previous_response_id_continues_the_conversation(app, api, worker):
                         {"role": "user", "content": "What is my name?"}]
 
 
+def test_an_earlier_output_sent_back_as_input_is_the_assistants_turn(app, api, worker):
+    # Clients that keep the conversation themselves send `response.output` back as input.
+    first = api.responses.create(model=MODEL, input="Name a colour.", temperature=0,
+                                 max_output_tokens=6)
+    again = [{"role": "user", "content": "Name a colour."}, *first.output,
+             {"role": "user", "content": "Another one."}]
+    second = api.responses.create(model=MODEL, input=again, temperature=0, max_output_tokens=6)
+    assert job_of(app, second.id).request["messages"][1] == {
+        "role": "assistant", "content": first.output_text}
+
+
 def test_a_client_hanging_up_mid_stream_cancels_the_job(app, api, worker):
     stream = api.responses.create(model=MODEL, input="Write a long story.",
                                   max_output_tokens=2000, stream=True)
