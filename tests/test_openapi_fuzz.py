@@ -51,7 +51,8 @@ from tests.registry_server import Loopback
 MODEL = "smollm2:135m"
 MAX_TOKENS = 4
 INFERENCE = {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings",
-             "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/jobs"}
+             "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+             "/jobs"}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,16 @@ schema = schemathesis.openapi.from_dict(document())
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 
 
+def _short_response(body: dict[str, Any]) -> None:
+    """/v1/responses refuses fields it does not know (`options`, `max_tokens`): its cap is
+    max_output_tokens."""
+    if isinstance(body.get("model"), str):
+        body["model"] = MODEL
+    value = body.get("max_output_tokens")
+    if value is None or isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        body["max_output_tokens"] = min(value or MAX_TOKENS, MAX_TOKENS)
+
+
 def _short(body: dict[str, Any]) -> None:
     """Give an inference body the real model and a few tokens to generate."""
     if isinstance(body.get("model"), str) and body.get("kind") != "pull":
@@ -118,7 +129,9 @@ def _short(body: dict[str, Any]) -> None:
 @settings(max_examples=12, derandomize=True, deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_every_answer_as_documented(case, fuzzed_app):
-    if case.path in INFERENCE and isinstance(case.body, dict):
+    if case.path == "/v1/responses" and isinstance(case.body, dict):
+        _short_response(case.body)
+    elif case.path in INFERENCE and isinstance(case.body, dict):
         _short(case.body)
     case.call_and_validate(app=fuzzed_app, checks=[not_a_server_error, status_code_conformance,
                                    response_schema_conformance])

@@ -145,6 +145,7 @@ def openai() -> dict[str, Schema]:
                                       completion_window=_STRING, metadata=_OBJECT),
         "OpenAIBatch": batch,
         "OpenAIBatchList": page("OpenAIBatch"),
+        **responses(),
     }
 
 
@@ -202,3 +203,50 @@ def keys() -> dict[str, Schema]:
             **key["properties"], "key": {**_STRING, "description": "the secret, shown once"}}},
         "KeyList": _object(["keys"], keys=_array(ref("Key"))),
     }
+
+
+def responses() -> dict[str, Schema]:
+    """POST /v1/responses: the fields service.http.openai.responses_types reads or accepts
+    (any other is a 400), and the Response object responses_reply builds."""
+    text = nullable(_STRING)
+    part = _object(["type"], type={"type": "string", "enum": ["input_text", "output_text"]},
+                   text=_STRING)
+    item = _object(["role"], type={"type": "string", "enum": ["message"]},
+                   role={"type": "string", "enum": ["user", "system", "developer", "assistant"]},
+                   content={"anyOf": [_STRING, {**_array(part), "minItems": 1}]})
+    output_format = _object(["type"], type={"type": "string", "enum": [
+        "text", "json_object", "json_schema"]}, name=_STRING, schema=_OBJECT, strict=_BOOL)
+    unsupported = {"description": "refused unless absent, null, false, 0 or empty"}
+    request = _object(
+        ["model", "input"], model=_STRING,
+        input={"anyOf": [_STRING, {**_array(item), "minItems": 1}]},
+        instructions=text, previous_response_id=text | {"description": "resp_<job id>"},
+        max_output_tokens=nullable({"type": "integer", "minimum": 1}),
+        temperature=nullable({"type": "number", "minimum": 0, "maximum": 2}),
+        top_p=nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        stream=nullable(_BOOL), text=nullable(_object([], format=output_format)),
+        truncation=nullable({"type": "string", "enum": ["auto", "disabled"]}),
+        metadata=nullable({"type": "object", "additionalProperties": _STRING}),
+        store=nullable(_BOOL), user=text, parallel_tool_calls=nullable(_BOOL),
+        tool_choice=nullable({"type": "string", "enum": ["auto", "none"]}),
+        reasoning=nullable(_OBJECT), include=nullable(_array(_STRING)),
+        stream_options=nullable(_OBJECT), safety_identifier=text, prompt_cache_key=text,
+        service_tier=text, max_tool_calls=nullable(_INT),
+        **{name: unsupported for name in ("tools", "background", "conversation", "prompt",
+                                          "top_logprobs")})
+    content = _object(["type", "text", "annotations"], type=_STRING, text=_STRING,
+                      annotations=_array(_OBJECT))
+    message = _object(["type", "id", "status", "role", "content"], type=_STRING, id=_STRING,
+                      status=_STRING, role=_STRING, content=_array(content))
+    status = {"type": "string", "enum": ["completed", "incomplete", "cancelled",
+                                         "in_progress", "failed"]}
+    response = _object(
+        ["id", "object", "created_at", "status", "model", "output", "parallel_tool_calls",
+         "tool_choice", "tools"], id=_STRING, object=_STRING, created_at=_INT, status=status,
+        model=_STRING, output=_array(message), usage=nullable(_OBJECT),
+        error=nullable(_OBJECT), incomplete_details=nullable(_OBJECT), instructions=text,
+        metadata=_OBJECT, parallel_tool_calls=_BOOL, tool_choice=_STRING,
+        tools=_array(_OBJECT), temperature=_NUMBER, top_p=_NUMBER,
+        previous_response_id=text, max_output_tokens=nullable(_INT))
+    return {"ResponseRequest": {**request, "additionalProperties": False},
+            "Response": response}

@@ -136,6 +136,12 @@ def openai() -> Paths:
             {"200": answer("a text_completion, or SSE chunks ending in `data: [DONE]`",
                            streamed(ref("Completion"), "text/event-stream", ref("SSEEvent")))},
             errors=(404,), body=json_body(ref("CompletionRequest")))},
+        "/v1/responses": {"post": op(
+            "Create a model response (text only)",
+            {"200": answer("a response, or SSE events from response.created to "
+                           "response.completed (or .incomplete, .failed)",
+                           streamed(ref("Response"), "text/event-stream", ref("SSEEvent")))},
+            errors=(404,), body=json_body(ref("ResponseRequest")))},
         "/v1/embeddings": {"post": op(
             "Create embeddings", {"200": answer("the vectors", json_content(ref("EmbeddingList")))},
             errors=(404,), body=json_body(ref("EmbeddingRequest")))},
