@@ -16,6 +16,7 @@ from service.core.errors import InvalidRequest
 from service.http.openai.types import legacy_logprobs
 from service.jobs.requests import ChatRequest, GenerateRequest
 from workers.detok import TextAssembler
+from workers.engine import Engine, Options
 from workers.logprobs import Aligner, entry, token_logprobs
 
 MODEL = "smollm2:135m"
@@ -109,6 +110,31 @@ def test_ollama_request_fields_parse_and_range_check(kind) -> None:
             kind.from_json({"model": "m", "logprobs": True, "top_logprobs": bad})
     with pytest.raises(InvalidRequest, match="invalid field 'logprobs'"):
         kind.from_json({"model": "m", "logprobs": "yes"})
+
+
+# ---- the engine ---------------------------------------------------------------------------
+
+def test_engine_reports_logprobs_only_for_the_sequence_that_asked(model_file) -> None:
+    """Two sequences in one batch: the asking one's entries are the log-softmax of the very
+    rows its tokens were sampled from (kept as copies by keep_logits); the other's stream
+    carries text alone."""
+    with Engine(str(model_file), n_parallel=2, n_ctx_per_seq=256, prefix_cache=False) as eng:
+        prompt = eng.tokenize(PROMPT)
+        asked = Options(temperature=0, repeat_penalty=1.0, num_predict=8, logprobs=True,
+                        top_logprobs=3)
+        streams = [eng.submit(prompt, asked, keep_logits=8),
+                   eng.submit(prompt, Options(temperature=0, num_predict=8))]
+        (a_text, a_entries), (b_text, b_entries) = (_drain(s) for s in streams)
+    assert b_text and b_entries == []
+    check_entries(a_entries, a_text, 3, greedy=True)
+    for e, token, logits in zip(a_entries, streams[0].tokens, streams[0].logits, strict=True):
+        reference = logits - np.log(np.exp(logits.astype(np.float64)).sum())
+        assert e["logprob"] == pytest.approx(reference[token], abs=1e-5)
+
+
+def _drain(stream) -> tuple[str, list[dict]]:
+    chunks = list(stream.chunks_with_logprobs(0))
+    return "".join(t for t, _ in chunks), [e for _, es in chunks for e in es]
 
 
 # ---- the Ollama face ---------------------------------------------------------------------
