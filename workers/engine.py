@@ -27,7 +27,7 @@ from collections import deque
 import llama_cpp
 import numpy as np
 
-from workers import llama_loader
+from workers import llama_loader, logprobs
 from workers.llama_batch import TokenBatch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
@@ -375,14 +375,29 @@ class Engine:
         seq.tokens.append(token)
         stream.tokens.append(token)
         seq.n_generated += 1
-        text, stopped = seq.text.feed(self._vocab.piece(token))
+        piece = self._vocab.piece(token)
+        if seq.logprobs is not None:
+            self._note_logprobs(seq, index, token, len(piece))
+        text, stopped = seq.text.feed(piece)
         if text:
             seq.pieces.append(text)
-            stream._put(text)
+        self._emit(seq, text)
         if stopped:
             self._finish(seq, "stop")
         elif seq.n_generated == seq.options.num_predict or len(seq.tokens) >= seq.limit:
             self._finish(seq, "length")
+
+    def _note_logprobs(self, seq: Sequence, index: int, token: int, size: int) -> None:
+        """Hold the logprobs entry of seq's sampled token, read from its logits row in place
+        (the sampler copied the row; it did not change it)."""
+        row = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(row, shape=(self._vocab.n_tokens,))
+        seq.logprobs.add(logprobs.entry(logits, token, seq.options.top_logprobs,
+                                        self._vocab.piece), size)
+
+    def _emit(self, seq: Sequence, text: str) -> None:
+        """Put text on seq's stream, with the entries of the tokens it reaches into."""
+        seq.stream._put(text, seq.logprobs.take(text) if seq.logprobs is not None else None)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         """End seq: free its sampler and id, keep its KV as a prefix cache, complete its stream."""
@@ -390,7 +405,7 @@ class Engine:
         tail = seq.text.flush()
         if tail:
             seq.pieces.append(tail)
-            seq.stream._put(tail)
+        self._emit(seq, tail)
         self._release(seq, keep_cache=True)
         eval_ns = seq.last_token_ns - seq.prompt_end_ns if seq.n_generated else 0
         seq.stream._end(

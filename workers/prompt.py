@@ -21,17 +21,22 @@ from service.models.template import parsed, render_chat
 from workers.engine import Options
 from workers.sampling import GrammarError, grammar_for_format
 
-_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar"}  # set from `format` only
+# Set from the request's own fields, not its options: grammar from `format`, and logprobs.
+_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar", "logprobs", "top_logprobs"}
 
 
 def build_options(model: Model, request: dict[str, Any], default_ctx: int) -> Options:
     """Merge the model's PARAMETERs under the request's options (request wins, as in Ollama);
-    the request's `format` ("json" or a JSON schema) becomes the output grammar."""
+    the request's `format` ("json" or a JSON schema) becomes the output grammar, and its
+    `logprobs`/`top_logprobs` turn on the engine's logprobs for this sequence."""
     merged = {"num_ctx": default_ctx, **model.parameters, **(request.get("options") or {})}
     values = {k: v for k, v in merged.items() if k in _OPTION_NAMES}
     stop = values.get("stop")
     if isinstance(stop, str):
         values["stop"] = [stop]
+    if request.get("logprobs"):
+        values["logprobs"] = True
+        values["top_logprobs"] = int(request.get("top_logprobs") or 0)
     try:
         values["grammar"] = grammar_for_format(request.get("format"))
     except GrammarError as exc:

@@ -37,6 +37,8 @@ class Options:
     stop: list[str] = field(default_factory=list)
     num_ctx: int = 2048  # this sequence's own context limit (prompt + generated tokens)
     grammar: str | None = None  # GBNF whose rule "root" the output must match (format: json)
+    logprobs: bool = False  # report each token's logprob (the model's, before this chain)
+    top_logprobs: int = 0  # with logprobs: also the N likeliest tokens at each position (0-20)
 
 
 class GrammarError(ValueError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from workers.detok import TextAssembler
+from workers.logprobs import Aligner
 from workers.sampling import Options, free_sampler
 from workers.stream import Completion, Stream
 
@@ -47,6 +48,7 @@ class Sequence:
         self.sampler: llama_cpp.llama_sampler_p | None = req.sampler
         self.text = TextAssembler(req.options.stop)
         self.pieces: list[str] = []
+        self.logprobs = Aligner() if req.options.logprobs else None  # None: not asked
         self.n_generated = 0
         self.prompt_ns = 0
         self.prompt_end_ns = 0

@@ -57,7 +57,7 @@ class Stream:
             if item is _END:
                 self._ended = True
                 break
-            yield item
+            yield item if isinstance(item, str) else item[0]
         if self.error is not None:
             raise EngineError(self.error)
 
@@ -68,17 +68,27 @@ class Stream:
         passed (or the sequence ends), then takes every piece that arrived meanwhile. A callable
         `interval` is asked again after every chunk, so the pace can follow the load.
         """
+        for text, _ in self.chunks_with_logprobs(interval):
+            yield text
+
+    def chunks_with_logprobs(self, interval: float | Callable[[], float]
+                             ) -> Iterator[tuple[str, list[dict]]]:
+        """Yield (text, logprobs entries of that text's tokens) chunks, paced as `chunks`.
+
+        The entries are empty unless the sequence asked for logprobs; a chunk may then be
+        entries alone (tokens with no text), which the caller still publishes.
+        """
         pace = interval if callable(interval) else lambda: interval
         while not self._ended:
-            pieces = [self._queue.get()]
+            items = [self._queue.get()]
             started = time.monotonic()
             while not self._queue.empty():
-                pieces.append(self._queue.get())
-            if pieces[-1] is _END:
+                items.append(self._queue.get())
+            if items[-1] is _END:
                 self._ended = True
-                pieces.pop()
-            if pieces:
-                yield "".join(pieces)
+                items.pop()
+            if items:
+                yield _joined(items)
             wait = pace() if not self._ended else 0.0
             if wait > 0:
                 self._finished.wait(wait - (time.monotonic() - started))
@@ -101,8 +111,12 @@ class Stream:
         assert self.completion is not None
         return self.completion
 
-    def _put(self, text: str) -> None:
-        if text:
+    def _put(self, text: str, logprobs: list[dict] | None = None) -> None:
+        """Queue text, or (text, entries) for a sequence that asked for logprobs: a plain
+        string otherwise, so a sequence that did not ask pays nothing for them."""
+        if logprobs:
+            self._queue.put((text, logprobs))
+        elif text:
             self._queue.put(text)
 
     def _end(self, completion: Completion | None, error: str | None = None) -> None:
@@ -110,3 +124,16 @@ class Stream:
         self.error = error
         self._queue.put(_END)
         self._finished.set()
+
+
+def _joined(items: list) -> tuple[str, list[dict]]:
+    """Join queued items (strings, or (text, entries) pairs) into one chunk."""
+    texts: list[str] = []
+    entries: list[dict] = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        else:
+            texts.append(item[0])
+            entries.extend(item[1])
+    return "".join(texts), entries

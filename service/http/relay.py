@@ -185,15 +185,22 @@ def failure(event: Event) -> CorralError:
 
 def collect(events: Iterator[Event]) -> tuple[str, dict[str, Any]]:
     """Join the tokens of a job; return (text, done data) or raise the job's error. A job
-    whose worker was lost starts over, so the text of the lost attempt is dropped."""
+    whose worker was lost starts over, so the text of the lost attempt is dropped. A job that
+    asked for logprobs has every token's entry in the done data's `logprobs`."""
     parts: list[str] = []
+    logprobs: list[dict[str, Any]] | None = None
     for event in events:
         if event.type == "token":
             parts.append(event.data["text"])
+            if "logprobs" in event.data:
+                logprobs = [] if logprobs is None else logprobs
+                logprobs.extend(event.data["logprobs"])
         elif retrying(event):
             parts.clear()
+            logprobs = None
         elif event.type == "done":
-            return "".join(parts), event.data
+            done = event.data if logprobs is None else {**event.data, "logprobs": logprobs}
+            return "".join(parts), done
         elif event.type == "error":
             raise failure(event)
     raise JobFailed("job ended without a result")
@@ -247,13 +254,24 @@ def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
                 return
             if event.type == "token":
                 sent = True
-                yield json.dumps(chunk(event.data["text"])) + "\n"
+                yield json.dumps(with_logprobs(chunk(event.data["text"]), event.data)) + "\n"
             elif event.type == "done":
                 yield json.dumps(final("", event.data)) + "\n"
             elif event.type == "error":
                 yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
 
     return streamed(lines(), "application/x-ndjson", following.cancel)
+
+
+def with_logprobs(obj: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """An Ollama answer with the `logprobs` of its tokens, when the job reported them (an
+    event's or the collected done data's); `top_logprobs` is left out when none were asked,
+    as Ollama's omitempty does."""
+    if "logprobs" not in data:
+        return obj
+    entries = [e if e.get("top_logprobs") else {k: v for k, v in e.items() if k != "top_logprobs"}
+               for e in data["logprobs"]]
+    return {**obj, "logprobs": entries}
 
 
 def progress(events: Iterator[Event], stream: bool) -> Response:

@@ -9,6 +9,12 @@ sees nothing twice.
 
 Event types: `status` (the job changed state), `token` (`text`), `done` (final metrics) and
 `error` (`error`). `done` and `error` end a job's events.
+
+A request that asked for `logprobs` gets them on its `token` events (`logprobs`: one entry per
+token whose text starts in that event's `text`, {"token", "logprob", "bytes", "top_logprobs"}).
+They live only here, not in the job's row: the answer is built from the events, which a late
+or reconnecting listener replays, and a row of 20 alternatives per token would be far larger
+than the text it explains.
 """
 
 from __future__ import annotations

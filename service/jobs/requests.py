@@ -143,6 +143,19 @@ def _template(body: dict[str, Any]) -> str | None:
     return text
 
 
+MAX_TOP_LOGPROBS = 20  # Ollama's and OpenAI's limit
+
+
+def top_logprobs(body: dict[str, Any]) -> int:
+    """`top_logprobs`: how many of the likeliest tokens to list at each position, 0-20 (Ollama
+    ignores it unless `logprobs` is true, and so does corral)."""
+    value = fields.field(body, "top_logprobs", int, 0)
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(f"invalid field 'top_logprobs': must be between 0 and "
+                             f"{MAX_TOP_LOGPROBS}")
+    return value
+
+
 @dataclass
 class GenerateRequest:
     """POST /api/generate."""
@@ -158,6 +171,8 @@ class GenerateRequest:
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
     truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
     think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
+    logprobs: bool = False  # each output token's log probability (the model's, pre-sampling)
+    top_logprobs: int = 0  # with logprobs: the N likeliest tokens at each position (0-20)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:
@@ -171,6 +186,8 @@ class GenerateRequest:
             format=_format(body),
             truncate=fields.field(body, "truncate", bool, True),
             think=think(body),
+            logprobs=fields.field(body, "logprobs", bool, False),
+            top_logprobs=top_logprobs(body),
         )
 
     def to_job(self) -> dict[str, Any]:
@@ -207,6 +224,8 @@ class ChatRequest:
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
     truncate: bool = True  # a prompt too long for the context loses its start; false: a 400
     think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
+    logprobs: bool = False  # each output token's log probability (the model's, pre-sampling)
+    top_logprobs: int = 0  # with logprobs: the N likeliest tokens at each position (0-20)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ChatRequest:
@@ -217,6 +236,8 @@ class ChatRequest:
             format=_format(body),
             truncate=fields.field(body, "truncate", bool, True),
             think=think(body),
+            logprobs=fields.field(body, "logprobs", bool, False),
+            top_logprobs=top_logprobs(body),
         )
 
     def to_job(self) -> dict[str, Any]:

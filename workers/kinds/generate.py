@@ -86,8 +86,12 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
             if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered
                 stream.cancel()
             pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
-            for text in stream.chunks(pace):
-                events.emit("token", text=text)
+            if options.logprobs:
+                for text, entries in stream.chunks_with_logprobs(pace):
+                    events.emit("token", text=text, logprobs=entries)
+            else:
+                for text in stream.chunks(pace):
+                    events.emit("token", text=text)
         except BaseException:
             stream.cancel()  # e.g. Redis went away: free the slot, the job is handed back
             raise

@@ -10,7 +10,7 @@ from service.core.version import __version__
 from service.http import access
 from service.http.inputs import json_body
 from service.http.ollama import types
-from service.http.relay import collect, follow, ndjson
+from service.http.relay import collect, follow, ndjson, with_logprobs
 from service.http.services import services
 from service.jobs.kinds import JobKind
 from service.jobs.requests import ChatRequest, GenerateRequest
@@ -25,7 +25,7 @@ def _run(kind: JobKind, req: GenerateRequest | ChatRequest, chunk, final):
     if req.stream:
         return ndjson(following, chunk, final)
     text, done = collect(following.events)
-    return jsonify(final(text, done))
+    return jsonify(with_logprobs(final(text, done), done))
 
 
 @bp.post("/generate")

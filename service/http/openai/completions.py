@@ -88,7 +88,7 @@ def _objects(following: Following, reply: types.Reply, include_usage: bool
             yield types.error_body(CorralError(LOST_MID_STREAM))
             return
         if event.type == "token":
-            yield reply.chunk(event.data["text"], first)
+            yield reply.chunk(event.data["text"], first, event.data.get("logprobs"))
             first = False
         elif event.type == "done":
             yield reply.last(event.data, first)

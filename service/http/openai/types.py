@@ -19,7 +19,7 @@ from service.core.errors import CorralError, InvalidRequest, ModelNotFound
 from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, check_schema
 from service.models.modelfile import INT32, RANGES
 
-# Request fields read (any other, e.g. `user` or `logprobs`, is ignored, as Ollama does):
+# Request fields read (any other, e.g. `user`, is ignored, as Ollama does):
 #   model                  model name, as GET /v1/models lists it (404 model_not_found if absent)
 #   messages               chat: [{"role", "content"}]; content a string or text parts
 #   prompt                 completions: a string (or a list of exactly one)
@@ -34,6 +34,9 @@ from service.models.modelfile import INT32, RANGES
 #   response_format        {"type": "json_object"} or json_schema: becomes the job's `format`
 #   reasoning_effort       chat: none, minimal, low, medium, high, xhigh (or reasoning.effort):
 #                          Ollama's `think` (400 if the model cannot think, unless "none")
+#   logprobs               chat: true for each token's logprob; completions: 0-5, the legacy
+#                          form (that many alternatives per token, and the chosen token)
+#   top_logprobs           chat: 0-20 alternatives per token; only with logprobs true
 #   tools / suffix         not supported: 400 rather than silently ignored
 #   input                  embeddings: a non-empty string or list of them
 #   encoding_format        embeddings: "float" or "base64" (little-endian float32)
@@ -186,10 +189,38 @@ def chat_request(body: dict[str, Any]) -> Parsed:
     """POST /v1/chat/completions."""
     if param(body, "tools", list):
         raise InvalidParam("tools", "invalid field 'tools': tool calling is not supported")
+    logprobs, top = _chat_logprobs(body)
     job = ChatRequest(model=param(body, "model", str, required=True), messages=_messages(body),
-                      format=_format(body), options=_options(body), think=_think(body))
+                      format=_format(body), options=_options(body), think=_think(body),
+                      logprobs=logprobs, top_logprobs=top)
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
+
+
+MAX_TOP_LOGPROBS = 20  # chat's top_logprobs
+MAX_LEGACY_LOGPROBS = 5  # /v1/completions' logprobs
+
+
+def _chat_logprobs(body: dict[str, Any]) -> tuple[bool, int]:
+    """`logprobs` and `top_logprobs` (0-20), which OpenAI refuses without logprobs true."""
+    logprobs = param(body, "logprobs", bool, False)
+    top = param(body, "top_logprobs", int)
+    if top is not None and not logprobs:
+        raise InvalidParam("top_logprobs", "invalid field 'top_logprobs': requires "
+                           "'logprobs' to be true")
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidParam("top_logprobs", "invalid field 'top_logprobs': must be between 0 "
+                           f"and {MAX_TOP_LOGPROBS}")
+    return logprobs, top or 0
+
+
+def _legacy_logprobs(body: dict[str, Any]) -> int | None:
+    """/v1/completions' `logprobs`: alternatives per token, 0-5; absent or null for none."""
+    value = param(body, "logprobs", int)
+    if value is not None and not 0 <= value <= MAX_LEGACY_LOGPROBS:
+        raise InvalidParam("logprobs", "invalid field 'logprobs': must be between 0 and "
+                           f"{MAX_LEGACY_LOGPROBS}")
+    return value
 
 
 # OpenAI's efforts and the tiers clients add, as Ollama's thinkFromReasoningEffort maps them
@@ -227,8 +258,9 @@ def completion_request(body: dict[str, Any]) -> Parsed:
     """POST /v1/completions."""
     if param(body, "suffix", str):
         raise InvalidParam("suffix", "invalid field 'suffix': fill-in-the-middle is not supported")
+    top = _legacy_logprobs(body)
     job = GenerateRequest(model=param(body, "model", str, required=True), prompt=_prompt(body),
-                          options=_options(body))
+                          options=_options(body), logprobs=top is not None, top_logprobs=top or 0)
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
 
@@ -280,6 +312,7 @@ class Reply:
     model: str  # the model name as requested
     created: int  # unix seconds
     chat: bool  # chat.completion objects, or text_completion
+    sent: int = 0  # characters of text whose logprobs went out (legacy text_offset)
 
     def _object(self, choices: list[dict[str, Any]], chunk: bool) -> dict[str, Any]:
         kind = "chat.completion" if self.chat else "text_completion"
@@ -288,8 +321,9 @@ class Reply:
                 "system_fingerprint": FINGERPRINT, "choices": choices}
 
     def _choice(self, text: str | None, reason: str | None, *, first: bool = False,
-                whole: bool = False) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
+                whole: bool = False, logprobs: list[dict] | None = None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "logprobs": self._logprobs(logprobs),
+                                  "finish_reason": reason}
         if not self.chat:
             return {**choice, "text": text or ""}
         message = {"role": "assistant"} if first or whole else {}
@@ -297,14 +331,28 @@ class Reply:
             message["content"] = text
         return {**choice, ("message" if whole else "delta"): message}
 
+    def _logprobs(self, entries: list[dict] | None) -> dict[str, Any] | None:
+        """A choice's `logprobs` for its tokens' entries: chat's {"content", "refusal"}, or
+        the legacy lists of /v1/completions (see legacy_logprobs)."""
+        if entries is None:
+            return None
+        if self.chat:
+            return {"content": entries, "refusal": None}
+        legacy = legacy_logprobs(entries, self.sent)
+        self.sent += sum(len(e["token"]) for e in entries)
+        return legacy
+
     def whole(self, text: str, done: dict[str, Any]) -> dict[str, Any]:
         """The non-streamed answer."""
-        return {**self._object([self._choice(text, finish_reason(done), whole=True)], False),
-                "usage": usage(done)}
+        choice = self._choice(text, finish_reason(done), whole=True,
+                              logprobs=done.get("logprobs"))
+        return {**self._object([choice], False), "usage": usage(done)}
 
-    def chunk(self, text: str, first: bool = False) -> dict[str, Any]:
-        """One streamed piece of text (the first chat chunk also carries the role)."""
-        return self._object([self._choice(text, None, first=first)], True)
+    def chunk(self, text: str, first: bool = False, logprobs: list[dict] | None = None
+              ) -> dict[str, Any]:
+        """One streamed piece of text (the first chat chunk also carries the role), with its
+        tokens' logprobs when the request asked."""
+        return self._object([self._choice(text, None, first=first, logprobs=logprobs)], True)
 
     def last(self, done: dict[str, Any], first: bool = False) -> dict[str, Any]:
         """The chunk that carries finish_reason (and the role, if no text came before it)."""
@@ -314,6 +362,22 @@ class Reply:
     def usage_chunk(self, done: dict[str, Any]) -> dict[str, Any]:
         """stream_options.include_usage: the totals, with no choices."""
         return {**self._object([], True), "usage": usage(done)}
+
+
+def legacy_logprobs(entries: list[dict], offset: int = 0) -> dict[str, Any]:
+    """/v1/completions' logprobs: parallel lists of tokens, their logprobs, {token: logprob}
+    of the alternatives plus the chosen token (OpenAI's up to logprobs+1), and each token's
+    character offset, counted from the start of the generated text (corral templates the
+    prompt, so the prompt's length is not the client's)."""
+    offsets, at = [], offset
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    tops = [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])}
+            | {e["token"]: e["logprob"]} for e in entries]
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": tops, "text_offset": offsets}
 
 
 def model_object(model) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def ollama() -> dict[str, Schema]:
     metrics = {k: _INT for k in ("total_duration", "load_duration", "prompt_eval_count",
                                  "prompt_eval_duration", "eval_count", "eval_duration")}
     reply = {"model": _STRING, "created_at": _STRING, "done": _BOOL, "done_reason": _STRING,
-             **metrics}
+             "logprobs": _array(_OBJECT), **metrics}
     return {
         "Options": options(),
         "Message": message(),
@@ -112,9 +112,10 @@ def openai() -> dict[str, Schema]:
 
     return {
         "ChatCompletionRequest": _object(["model", "messages"], **sampling, messages=_array(
-            _object(["role"], role=_STRING)), response_format=_OBJECT, tools=_array(_OBJECT)),
+            _object(["role"], role=_STRING)), response_format=_OBJECT, tools=_array(_OBJECT),
+            logprobs=_BOOL, top_logprobs=_INT),
         "CompletionRequest": _object(["model", "prompt"], **sampling, prompt={
-            "anyOf": [_STRING, _array(_STRING)]}, suffix=_STRING),
+            "anyOf": [_STRING, _array(_STRING)]}, suffix=_STRING, logprobs=_INT),
         "EmbeddingRequest": _object(["model", "input"], model=_STRING, input={
             "anyOf": [_STRING, _array(_STRING)]}, encoding_format={
                 "type": "string", "enum": ["float", "base64"]}, dimensions=_INT),
