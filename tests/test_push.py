@@ -64,6 +64,9 @@ def test_push_uploads_every_blob_and_the_manifest_and_pulls_back_the_same_model(
         assert bar[0]["status"] == f"pushing {digest[7:19]}"
         assert bar[-1]["completed"] == bar[-1]["total"] == size
         assert digest_of(loopback.blobs[digest]) == digest
+    weights = [x for x in lines if x.get("digest") == blobs[0][0]]
+    assert len(weights) >= 3 and [x["completed"] for x in weights] == sorted(
+        x["completed"] for x in weights)  # the bar moves while the weights go up
     assert loopback.manifests["me/smol:1"] == raw
     print("\n".join(loopback.log()))
     [job] = [j for j in app.extensions["corral"].jobs.recent() if j.kind == "push"]
