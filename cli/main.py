@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "list": "cli.models:list_models",
     "ps": "cli.models:ps",
     "pull": "cli.models:pull",
+    "push": "cli.models:push",
     "report": "cli.report:report",
     "rm": "cli.models:remove",
     "run": "cli.run:run",

@@ -1,4 +1,5 @@
-"""Model commands with Ollama's names and output: create, list, show, cp, rm, pull, ps, stop."""
+"""Model commands with Ollama's names and output: create, list, show, cp, rm, pull, push, ps,
+stop."""
 
 from __future__ import annotations
 
@@ -180,8 +181,19 @@ def pull(name: str, insecure: bool) -> None:
     bars.finish()
 
 
+@click.command()
+@click.argument("name")
+@click.option("--insecure", is_flag=True, help="Allow plain http (a registry on your network).")
+def push(name: str, insecure: bool) -> None:
+    """Upload a model to the registry its name names (host/namespace/model:tag)."""
+    bars = Bars(sys.stderr.isatty())
+    for update in Client().stream("POST", "/api/push", {"model": name, "insecure": insecure}):
+        bars.show(update)
+    bars.finish()
+
+
 class Bars:
-    """Ollama's pull display: one progress bar per layer, then one line per status."""
+    """Ollama's pull (and push) display: one progress bar per layer, then one line per status."""
 
     WIDTH = 40
 

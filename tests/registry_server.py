@@ -6,6 +6,12 @@ It speaks the parts of each protocol corral uses: `/v2/<ns>/<model>/manifests/<t
 requests. Faults are switched on per test: `cut_after` closes each response after that many
 body bytes, `corrupt` flips one byte of the named digests' or paths' content, and
 `ignore_range` answers every Range request with the whole file.
+
+It also takes pushes: POST `/v2/<ns>/<model>/blobs/uploads/` answers 202 with a Location, PUT
+to that location with `?digest=` keeps the body as that blob if its sha256 matches (400
+otherwise), PUT `/v2/<ns>/<model>/manifests/<tag>` keeps the manifest. `refuse` maps a method
+to the status it answers every such request with; `token` makes every /v2/ request without
+`Authorization: Bearer <token>` a 401 challenge pointing at GET /token, which hands it out.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ import hashlib
 import json
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -56,6 +64,7 @@ class Seen:
     range: str | None
     status: int = 0
     sent: int = 0  # body bytes written
+    received: int = 0  # body bytes read (an upload)
 
 
 @dataclass
@@ -69,6 +78,9 @@ class Loopback:
     cut_after: int | None = None
     corrupt: set[str] = field(default_factory=set)
     ignore_range: bool = False
+    refuse: dict[str, int] = field(default_factory=dict)  # method -> status it answers
+    token: str | None = None
+    uploads: set[str] = field(default_factory=set)  # open upload sessions
     seen: list[Seen] = field(default_factory=list)
 
     def start(self) -> Loopback:
@@ -120,6 +132,13 @@ class Loopback:
     def bodies_sent(self, path_part: str) -> list[Seen]:
         return [s for s in self.seen if path_part in s.path and s.method == "GET"]
 
+    def log(self) -> list[str]:
+        """Every request as `METHOD path -> status`, upload ids and digests shortened."""
+        def short(path: str) -> str:
+            path = re.sub(r"uploads/[0-9a-f]{32}", "uploads/<id>", path)
+            return re.sub(r"sha256(:|%3A)([0-9a-f]{12})[0-9a-f]{52}", r"sha256\1\2…", path)
+        return [f"{s.method} {short(s.path)} -> {s.status}" for s in self.seen]
+
 
 class _Handler(BaseHTTPRequestHandler):
     loopback: Loopback
@@ -133,10 +152,70 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(head=False)
 
-    def _answer(self, head: bool) -> None:
+    def do_POST(self) -> None:
+        seen = self._seen()
+        if self._refused(seen):
+            return
+        if not re.fullmatch(r"/v2/(.+)/blobs/uploads/", self.path.split("?", 1)[0]):
+            return self._status(seen, 404)
+        upload = uuid.uuid4().hex
+        self.loopback.uploads.add(upload)
+        seen.status = 202
+        self.send_response(202)
+        self.send_header("Location", f"{self.path.split('?', 1)[0]}{upload}?_state=x")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_PUT(self) -> None:
+        seen = self._seen()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        seen.received = len(body)
+        if self._refused(seen):
+            return
+        path, _, query = self.path.partition("?")
+        upload = re.fullmatch(r"/v2/(.+)/blobs/uploads/([0-9a-f]{32})", path)
+        manifest = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", path)
+        if upload and upload[2] in self.loopback.uploads:
+            digest = (parse_qs(query).get("digest") or [""])[0]
+            if digest_of(body) != digest:
+                return self._status(seen, 400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
+            self.loopback.uploads.discard(upload[2])
+            self.loopback.blobs[digest] = body
+            return self._status(seen, 201)
+        if manifest:
+            self.loopback.manifests[f"{manifest[1]}:{manifest[2]}"] = body
+            return self._status(seen, 201)
+        self._status(seen, 404)
+
+    def _seen(self) -> Seen:
         seen = Seen(self.command, self.path, self.headers.get("Range"))
         self.loopback.seen.append(seen)
+        return seen
+
+    def _refused(self, seen: Seen) -> bool:
+        """Answer a refusal or an auth challenge, if one is due; True if it was."""
+        status = self.loopback.refuse.get(self.command)
+        if status is not None:
+            self._status(seen, status, b'{"errors":[{"code":"UNKNOWN","message":"refused"}]}')
+            return True
+        token, path = self.loopback.token, self.path
+        if token and path.startswith("/v2/") and \
+                self.headers.get("Authorization") != f"Bearer {token}":
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self._status(seen, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
+                "WWW-Authenticate": f'Bearer realm="{realm}",service="loopback",'
+                                    f'scope="repository:x:pull,push"'})
+            return True
+        return False
+
+    def _answer(self, head: bool) -> None:
+        seen = self._seen()
+        if self._refused(seen):
+            return
         path = self.path.split("?", 1)[0]
+        if path == "/token" and self.loopback.token:
+            return self._json(seen, json.dumps({"token": self.loopback.token}).encode(),
+                              "application/json", head)
         manifest = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", path)
         blob = re.fullmatch(r"/v2/(.+)/blobs/(sha256:[0-9a-f]{64})", path)
         tree = re.fullmatch(r"/api/models/(.+)/tree/main", path)
@@ -163,12 +242,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(raw)
 
-    def _status(self, seen: Seen, code: int, body: bytes = b"") -> None:
+    def _status(self, seen: Seen, code: int, body: bytes = b"",
+                headers: dict[str, str] | None = None) -> None:
         seen.status = code
         self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _content(self, seen: Seen, key: str, content: Content | None, head: bool) -> None:
         if content is None:

@@ -116,6 +116,7 @@ def test_health_checks_and_preflights_need_no_key(secured):
 # ---- roles -------------------------------------------------------------------------
 ADMIN_ROUTES = [
     ("POST", "/api/pull", {"model": "other:1b"}),
+    ("POST", "/api/push", {"model": MODEL}),
     ("POST", "/api/create", {"model": "mine", "from": MODEL}),
     ("POST", "/api/copy", {"source": MODEL, "destination": "copied"}),
     ("DELETE", "/api/delete", {"model": MODEL}),

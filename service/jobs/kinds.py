@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, PullRequest
+from service.jobs.requests import (
+    ChatRequest,
+    EmbedRequest,
+    GenerateRequest,
+    PullRequest,
+    PushRequest,
+)
 
 
 class JobKind(str, Enum):
@@ -21,6 +27,7 @@ class JobKind(str, Enum):
     CHAT = "chat"
     EMBED = "embed"
     PULL = "pull"
+    PUSH = "push"
 
 
 class JobRequest(Protocol):
@@ -49,6 +56,7 @@ KINDS: dict[JobKind, Kind] = {row.kind: row for row in (
          native=True),
     Kind(JobKind.EMBED, "corral.embed", EmbedRequest, "workers.kinds.embed:run", native=False),
     Kind(JobKind.PULL, "corral.pull", PullRequest, "workers.kinds.pull:run", native=False),
+    Kind(JobKind.PUSH, "corral.push", PushRequest, "workers.kinds.push:run", native=False),
 )}
 assert set(KINDS) == set(JobKind), "every JobKind has one row"
 

@@ -311,3 +311,27 @@ class PullRequest:
 
     def to_job(self) -> dict[str, Any]:
         return {"model": self.model, "insecure": self.insecure}
+
+
+@dataclass
+class PushRequest:
+    """POST /api/push (Ollama's PushRequest): a stored model, sent to the registry its name
+    names (`host/namespace/model:tag`)."""
+
+    model: str  # the stored model's name, which is where it goes
+    insecure: bool = False  # allow plain-HTTP registries
+    stream: bool = True  # progress lines, or only the final one
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PushRequest:
+        name = fields.field(body, "model", str) or fields.field(body, "name", str)
+        if not name:
+            raise InvalidRequest("missing required field 'model'")
+        if len(name) > MAX_SOURCE:
+            raise InvalidRequest(f"invalid field 'model': longer than {MAX_SOURCE} characters")
+        parse_name(name)  # a bad name is a 400 now, not a failed job later
+        return cls(model=name, insecure=fields.field(body, "insecure", bool, False),
+                   stream=fields.field(body, "stream", bool, True))
+
+    def to_job(self) -> dict[str, Any]:
+        return {"model": self.model, "insecure": self.insecure}

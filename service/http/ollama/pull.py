@@ -1,5 +1,5 @@
-"""The Ollama face of models arriving and running: /api/pull (a job on a worker) and /api/ps
-(what every worker has loaded)."""
+"""The Ollama face of models arriving, leaving and running: /api/pull and /api/push (each a
+job on a worker) and /api/ps (what every worker has loaded)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from service.http.relay import follow, progress
 from service.http.services import services
 from service.jobs import fleet
 from service.jobs.kinds import JobKind
-from service.jobs.requests import PullRequest
+from service.jobs.requests import PullRequest, PushRequest
 
 bp = Blueprint("pull", __name__)
 
@@ -22,6 +22,15 @@ def pull():
     """Queue a pull and relay its progress lines; the pull goes on if the client hangs up."""
     req = PullRequest.from_json(json_body())
     return progress(follow(JobKind.PULL, req, resolve=False).events, req.stream)
+
+
+@bp.post("/push")
+@access.admin_only
+def push():
+    """Queue a push of a stored model (404 if there is none) and relay its progress lines;
+    the push goes on if the client hangs up."""
+    req = PushRequest.from_json(json_body())
+    return progress(follow(JobKind.PUSH, req).events, req.stream)
 
 
 @bp.get("/ps")

@@ -16,7 +16,13 @@ from service.http.openapi.schemas import (
 )
 from service.jobs.kinds import JobKind
 from service.jobs.records import Job, JobStatus
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, PullRequest
+from service.jobs.requests import (
+    ChatRequest,
+    EmbedRequest,
+    GenerateRequest,
+    PullRequest,
+    PushRequest,
+)
 
 _STRING, _INT, _NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "number"}
 _BOOL, _OBJECT = {"type": "boolean"}, {"type": "object"}
@@ -42,6 +48,8 @@ def errors() -> dict[str, Schema]:
 def ollama() -> dict[str, Schema]:
     pull = request_schema(PullRequest, ())
     pull["properties"]["name"] = nullable(_STRING) | {"description": "older name of `model`"}
+    push = request_schema(PushRequest, ())
+    push["properties"]["name"] = nullable(_STRING) | {"description": "older name of `model`"}
     embeddings = request_schema(EmbedRequest)
     embeddings["properties"] = {k: v for k, v in embeddings["properties"].items()
                                 if k != "input"} | {"prompt": nullable(_STRING)}
@@ -57,6 +65,7 @@ def ollama() -> dict[str, Schema]:
         "EmbedRequest": request_schema(EmbedRequest),
         "EmbeddingsRequest": embeddings,
         "PullRequest": pull,
+        "PushRequest": push,
         "CreateRequest": {"type": "object", "properties": {
             "model": _STRING, "name": _STRING, "modelfile": _STRING, "from": _STRING,
             "files": {"type": "object", "additionalProperties": _STRING},

@@ -82,6 +82,11 @@ def ollama() -> Paths:
             {"200": answer("NDJSON progress lines, or the last one when stream is false",
                            streamed(ref("Status")))},
             body=json_body(ref("PullRequest")))},
+        "/api/push": {"post": operation(
+            "Push a stored model to the registry its name names", tag,
+            {"200": answer("NDJSON progress lines, or the last one when stream is false",
+                           streamed(ref("Status")))},
+            errors=(404,), body=json_body(ref("PushRequest")))},
         "/api/blobs/{digest}": {
             "head": operation("Say whether a blob is in the store", tag,
                               {"200": answer("the blob is there")}, errors=(400, 404),
