@@ -16,12 +16,20 @@ import numpy as np
 
 from service.core import fields
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, check_schema
+from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest
+from service.jobs.schemas import check_schema
+from service.jobs.tools import (
+    message_tool_fields,
+    name_tool_turns,
+    read_tool_choice,
+    read_tools,
+)
 from service.models.modelfile import INT32, RANGES
 
 # Request fields read (any other, e.g. `user` or `logprobs`, is ignored, as Ollama does):
 #   model                  model name, as GET /v1/models lists it (404 model_not_found if absent)
-#   messages               chat: [{"role", "content"}]; content a string or text parts
+#   messages               chat: [{"role", "content"}]; content a string or text parts; an
+#                          assistant's tool_calls and a tool turn's tool_call_id are kept
 #   prompt                 completions: a string (or a list of exactly one)
 #   stream                 SSE chunks ending in `data: [DONE]`; default false
 #   stream_options         {"include_usage": true}: a last chunk with usage and empty choices
@@ -32,7 +40,10 @@ from service.models.modelfile import INT32, RANGES
 #   stop                   a string or a list of strings; the answer ends before the first one
 #   n                      choices to return; only 1 is supported
 #   response_format        {"type": "json_object"} or json_schema: becomes the job's `format`
-#   tools / suffix         not supported: 400 rather than silently ignored
+#   tools                  function tools (service.jobs.tools); a model whose template
+#                          shows no tools answers as a plain chat
+#   tool_choice            "none", "auto", "required" or {"type": "function", "function": {"name"}}
+#   suffix                 not supported: 400 rather than silently ignored
 #   input                  embeddings: a non-empty string or list of them
 #   encoding_format        embeddings: "float" or "base64" (little-endian float32)
 #   dimensions             embeddings: keep the first N dimensions, re-normalised
@@ -167,8 +178,18 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
         if role not in ("system", "user", "assistant", "tool"):
             raise InvalidParam(f"messages[{i}].role", f"invalid field 'messages[{i}].role': "
                                "expected system, developer, user, assistant or tool")
-        parsed.append({"role": role, "content": _content(i, message.get("content"))})
-    return parsed
+        where = f"messages[{i}]"
+        parsed.append({"role": role, "content": _content(i, message.get("content")),
+                       **_translated(message_tool_fields, message, where, param=where)})
+    return name_tool_turns(parsed)
+
+
+def _translated(read, *args, param: str) -> Any:
+    """Call a reader of service.jobs.tools, its 400 naming `param` as OpenAI's errors do."""
+    try:
+        return read(*args)
+    except InvalidRequest as exc:
+        raise InvalidParam(param, exc.message) from None
 
 
 @dataclass
@@ -182,10 +203,11 @@ class Parsed:
 
 def chat_request(body: dict[str, Any]) -> Parsed:
     """POST /v1/chat/completions."""
-    if param(body, "tools", list):
-        raise InvalidParam("tools", "invalid field 'tools': tool calling is not supported")
+    tools = _translated(read_tools, body.get("tools"), param="tools")
+    choice = _translated(read_tool_choice, body.get("tool_choice"), tools, param="tool_choice")
     job = ChatRequest(model=param(body, "model", str, required=True), messages=_messages(body),
-                      format=_format(body), options=_options(body))
+                      tools=tools, tool_choice=choice, format=_format(body),
+                      options=_options(body))
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
 
