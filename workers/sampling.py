@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,19 @@ def grammar_for_format(fmt: str | dict[str, Any] | None) -> str | None:
         except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
             raise GrammarError(f"unsupported JSON schema in 'format': {exc}") from None
     raise GrammarError(f"format must be \"json\" or a JSON schema, not {fmt!r}")
+
+
+def grammar_for_calls(schema: dict[str, Any], style: str) -> str:
+    """Return the GBNF of one tool call matching `schema` (tool_calls.call_schema), written as
+    the template taught: inside <tool_call> tags ("hermes") or as a bare JSON object."""
+    try:
+        call = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
+        raise GrammarError(f"unsupported JSON schema in a tool's parameters: {exc}") from None
+    call = re.sub(r"^root ::=", "tool-call ::=", call, flags=re.M)
+    if style == "hermes":
+        return f'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n{call}'
+    return f"root ::= tool-call\n{call}"
 
 
 def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:

@@ -9,6 +9,7 @@ like /api/generate, as Ollama does. Every bad field is a 400 naming it in `param
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,7 +270,22 @@ def usage(done: dict[str, Any]) -> dict[str, int]:
 
 
 def finish_reason(done: dict[str, Any]) -> str:
+    if done.get("tool_calls"):
+        return "tool_calls"
     return FINISH_REASONS.get(done.get("done_reason", "stop"), "stop")
+
+
+def tool_calls(calls: list[dict[str, Any]], *, indexed: bool) -> list[dict[str, Any]]:
+    """The job's calls as OpenAI's: arguments as JSON text; streamed ones carry their index,
+    by which a client joins a call's deltas."""
+    shaped = []
+    for call in calls:
+        function = call["function"]
+        item = {"id": call["id"], "type": "function",
+                "function": {"name": function["name"],
+                             "arguments": json.dumps(function["arguments"], ensure_ascii=False)}}
+        shaped.append({"index": function["index"], **item} if indexed else item)
+    return shaped
 
 
 @dataclass
@@ -298,9 +314,18 @@ class Reply:
         return {**choice, ("message" if whole else "delta"): message}
 
     def whole(self, text: str, done: dict[str, Any]) -> dict[str, Any]:
-        """The non-streamed answer."""
-        return {**self._object([self._choice(text, finish_reason(done), whole=True)], False),
-                "usage": usage(done)}
+        """The non-streamed answer; with tool calls, content is null unless text came too."""
+        choice = self._choice(text, finish_reason(done), whole=True)
+        if done.get("tool_calls"):
+            choice["message"]["content"] = text if text.strip() else None
+            choice["message"]["tool_calls"] = tool_calls(done["tool_calls"], indexed=False)
+        return {**self._object([choice], False), "usage": usage(done)}
+
+    def calls_chunk(self, calls: list[dict[str, Any]], first: bool = False) -> dict[str, Any]:
+        """A streamed delta carrying whole tool calls (each with its index, id and name)."""
+        choice = self._choice(None, None, first=first)
+        choice["delta"]["tool_calls"] = tool_calls(calls, indexed=True)
+        return self._object([choice], True)
 
     def chunk(self, text: str, first: bool = False) -> dict[str, Any]:
         """One streamed piece of text (the first chat chunk also carries the role)."""
