@@ -6,6 +6,7 @@ clients against a real worker running SmolLM2 with a Hermes-style tool TEMPLATE.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import threading
 from collections.abc import Iterator
@@ -107,7 +108,7 @@ TIME = {"type": "function", "function": {
     "parameters": {"type": "object", "required": ["timezone"],
                    "properties": {"timezone": {"type": "string"}}}}}
 ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
-SHORT = {"temperature": 0, "seed": 1, "num_predict": 48}
+SHORT = {"temperature": 0, "seed": 1, "num_predict": 96}  # a call ends well before
 
 
 def parse(text: str, step: int = 1, names=("get_weather",)) -> tuple[str, list[dict]]:
@@ -333,7 +334,7 @@ def assert_valid(arguments: dict[str, Any], schema: dict[str, Any]) -> None:
 
 def test_required_call_matches_its_schema_on_the_openai_face(worker, api):
     answer = api.chat.completions.create(model=TOOLS_MODEL, messages=ASK, tools=[WEATHER, TIME],
-                                         tool_choice="required", temperature=0, max_tokens=48)
+                                         tool_choice="required", temperature=0, max_tokens=96)
     choice = answer.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls
@@ -345,7 +346,7 @@ def test_required_call_matches_its_schema_on_the_openai_face(worker, api):
 def test_named_call_streams_deltas_the_openai_client_reassembles(worker, api):
     named = {"type": "function", "function": {"name": "get_weather"}}
     with api.chat.completions.stream(model=TOOLS_MODEL, messages=ASK, tools=[WEATHER, TIME],
-                                     tool_choice=named, temperature=0, max_tokens=48) as stream:
+                                     tool_choice=named, temperature=0, max_tokens=96) as stream:
         deltas = [e.chunk for e in stream if e.type == "chunk"]
         final = stream.get_final_completion()
     pieces = [c.choices[0].delta.tool_calls for c in deltas if c.choices[0].delta.tool_calls]
@@ -359,7 +360,7 @@ def test_named_call_streams_deltas_the_openai_client_reassembles(worker, api):
 
 def test_two_turn_round_trip_through_the_ollama_client(worker, local, api):
     first = api.chat.completions.create(model=TOOLS_MODEL, messages=ASK, tools=[WEATHER],
-                                        tool_choice="required", temperature=0, max_tokens=48)
+                                        tool_choice="required", temperature=0, max_tokens=96)
     [openai_call] = first.choices[0].message.tool_calls
     # The call goes back as Ollama's clients send it: arguments an object, then the result
     # as a `tool` turn naming the function.
@@ -408,3 +409,51 @@ def test_tools_on_the_openai_face_no_longer_refused(worker, api):
     answer = api.chat.completions.create(model=TOOLS_MODEL, messages=ASK, tools=[WEATHER],
                                          temperature=0, max_tokens=24)
     assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+# ---- the lazy call grammar (tool_choice "auto"), on SmolLM2's vocabulary ------------------
+
+@pytest.fixture(scope="module")
+def vocab(model_file: Path):
+    import llama_cpp
+
+    from workers.llama_loader import Vocab, load_model
+
+    model = load_model(str(model_file))
+    yield Vocab(model)
+    llama_cpp.llama_model_free(model)
+
+
+def allowed_after(vocab, text: str) -> list[str]:
+    """The pieces the lazy call grammar (auto, HERMES style) lets follow `text`."""
+    import llama_cpp
+
+    from workers.sampling import grammar_for_calls, grammar_sampler, lazy_call_triggers
+
+    grammar = grammar_for_calls(call_schema([WEATHER, TIME], ["get_weather", "get_time"]),
+                                "hermes")
+    sampler = grammar_sampler(vocab.ptr, grammar, lazy_call_triggers("hermes"))
+    try:
+        for token in vocab.tokenize(text, False, False):
+            llama_cpp.llama_sampler_accept(sampler, token)
+        data = (llama_cpp.llama_token_data * vocab.n_tokens)()
+        for i in range(vocab.n_tokens):
+            data[i].id, data[i].logit, data[i].p = i, 0.0, 0.0
+        candidates = llama_cpp.llama_token_data_array(data, vocab.n_tokens, -1, False)
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        return [vocab.piece(d.id).decode("utf-8", "replace") for d in data
+                if d.logit != float("-inf")]
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+
+
+def test_lazy_grammar_leaves_text_free_until_the_model_opens_a_call(vocab):
+    free = allowed_after(vocab, "The weather in Paris is <b>warm</b> and {\"name\"")
+    assert len(free) > vocab.n_tokens * 0.9  # nothing bound: no <tool_call> was written
+    at_unit = allowed_after(vocab, 'Let me check. <tool_call>\n{"name": "get_weather", '
+                                   '"arguments": {"city": "Paris", "unit": "')
+    assert at_unit and all("celsius".startswith(p) or "fahrenheit".startswith(p)
+                           for p in at_unit)
+    after_name = allowed_after(vocab, '<tool_call>\n{"name": "get_')
+    assert {"weather", "time"} & set(after_name) or all(
+        "weather".startswith(p) or "time".startswith(p) for p in after_name)

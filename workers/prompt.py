@@ -22,9 +22,14 @@ from service.models.store import Model
 from service.models.template import parsed, render_chat
 from service.models.tool_calls import ToolPlan, call_schema, call_style
 from workers.engine import Options
-from workers.sampling import GrammarError, grammar_for_calls, grammar_for_format
+from workers.sampling import (
+    GrammarError,
+    grammar_for_calls,
+    grammar_for_format,
+    lazy_call_triggers,
+)
 
-_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar"}  # set from `format` only
+_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar", "grammar_triggers"}  # _grammar
 
 
 def build_options(model: Model, request: dict[str, Any], default_ctx: int,
@@ -38,14 +43,24 @@ def build_options(model: Model, request: dict[str, Any], default_ctx: int,
     if isinstance(stop, str):
         values["stop"] = [stop]
     try:
-        if tools is not None and tools.forced:
-            values["grammar"] = grammar_for_calls(call_schema(tools.tools, tools.forced),
-                                                  tools.style)
-        else:
-            values["grammar"] = grammar_for_format(request.get("format"))
+        values.update(_grammar(request, tools))
     except GrammarError as exc:
         raise InvalidRequest(str(exc)) from None
     return Options(**values)
+
+
+def _grammar(request: dict[str, Any], tools: ToolPlan | None) -> dict[str, Any]:
+    """The output grammar: one call when a call is required; with tool_choice "auto", the
+    same grammar made lazy, binding where the model opens a call itself (as llama-server
+    does), so a call it starts is a valid one; else the request's `format`."""
+    if tools is not None and tools.forced:
+        return {"grammar": grammar_for_calls(call_schema(tools.tools, tools.forced),
+                                             tools.style)}
+    triggers = lazy_call_triggers(tools.style) if tools is not None else []
+    if triggers and not request.get("format"):
+        return {"grammar": grammar_for_calls(call_schema(tools.tools, tools.names), tools.style),
+                "grammar_triggers": triggers}
+    return {"grammar": grammar_for_format(request.get("format"))}
 
 
 _JINJA_TOOLS = re.compile(r"\btools\b")

@@ -34,6 +34,9 @@ class Options:
     stop: list[str] = field(default_factory=list)
     num_ctx: int = 2048  # this sequence's own context limit (prompt + generated tokens)
     grammar: str | None = None  # GBNF whose rule "root" the output must match (format: json)
+    # With these (regexes over the output so far), the grammar is lazy: it binds only from
+    # the first match group of the first pattern that matches (a tool call's opening tag).
+    grammar_triggers: list[str] = field(default_factory=list)
 
 
 class GrammarError(ValueError):
@@ -62,13 +65,39 @@ def grammar_for_calls(schema: dict[str, Any], style: str) -> str:
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
         raise GrammarError(f"unsupported JSON schema in a tool's parameters: {exc}") from None
     call = re.sub(r"^root ::=", "tool-call ::=", call, flags=re.M)
+    # Whitespace as models write it around JSON (a space, or a newline and an indent), as
+    # llama.cpp's newer converter has it: bounded, so a model cannot spend its tokens on
+    # blanks; the converter's own allows one space only.
+    call = re.sub(r"^space ::= .*$", lambda _: r'space ::= | " " | "\n"{1,2} [ \t]{0,20}',
+                  call, flags=re.M)
     if style == "hermes":
-        return f'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n{call}'
+        return f'root ::= "<tool_call>" space tool-call space "</tool_call>"\n{call}'
     return f"root ::= tool-call\n{call}"
 
 
-def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+# Where a lazy call grammar binds: at a <tool_call> tag the model wrote on its own, once a
+# call's first key follows it. The text from the tag on is fed to the grammar at once, so the
+# pattern waits until that text is certainly a prefix the grammar accepts (llama.cpp aborts
+# on one it rejects); the model chooses freely whether and when to call.
+HERMES_TRIGGER = r'[\s\S]*?(<tool_call>)\s*\{\s*"name"[\s\S]*'
+
+
+def lazy_call_triggers(style: str) -> list[str]:
+    """The trigger patterns of a lazy call grammar for `style`, or [] if it has none (a bare
+    JSON call has no marker that tells it from a JSON answer)."""
+    return [HERMES_TRIGGER] if style == "hermes" else []
+
+
+def grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str,
+                    triggers: list[str]) -> llama_cpp.llama_sampler_p:
+    """The sampler that keeps output to `grammar`; lazy (see Options) when given triggers."""
+    text = grammar.encode("utf-8")
+    if triggers:
+        patterns = (ctypes.c_char_p * len(triggers))(*(t.encode("utf-8") for t in triggers))
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, b"root", patterns, len(triggers), None, 0)
+    else:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
     if not sampler:
         raise GrammarError("the output grammar could not be parsed")
     return sampler
@@ -89,7 +118,8 @@ def build_sampler(
     chain = llama_cpp.llama_sampler_chain_init(params)
     if options.grammar:
         try:
-            llama_cpp.llama_sampler_chain_add(chain, _grammar_sampler(vocab, options.grammar))
+            llama_cpp.llama_sampler_chain_add(
+                chain, grammar_sampler(vocab, options.grammar, options.grammar_triggers))
         except GrammarError:
             llama_cpp.llama_sampler_free(chain)
             raise
