@@ -20,7 +20,7 @@ import pytest
 
 from service.models.store import ModelStore
 from service.models.template import Template, render_chat
-from service.models.tool_calls import ToolCallParser, ToolPlan, call_schema
+from service.models.tool_calls import ToolCallParser, ToolPlan, call_schema, split_calls
 from workers.prompt import render_jinja, tool_plan
 
 PLAIN = "smollm2:135m"  # SmolLM2's own chat template shows no tools
@@ -183,6 +183,12 @@ def test_calls_have_distinct_ids():
     parser.feed('<tool_call>{"name": "f"}</tool_call><tool_call>{"name": "f"}</tool_call>')
     ids = [c["id"] for c in parser.take()]
     assert len(set(ids)) == 2 and all(i.startswith("call_") for i in ids)
+
+
+def test_split_calls_names_calls_after_a_prefix_when_given_one():
+    text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    shown, calls = split_calls(text, ["get_weather"], "call_job1_")
+    assert shown == "" and [c["id"] for c in calls] == ["call_job1_0"]
 
 
 def test_call_schema_puts_the_name_first_and_offers_each_forced_function():
@@ -424,17 +430,15 @@ def vocab(model_file: Path):
     llama_cpp.llama_model_free(model)
 
 
-def allowed_after(vocab, text: str) -> list[str]:
-    """The pieces the lazy call grammar (auto, HERMES style) lets follow `text`."""
+def allowed_after(vocab, grammar: str, trigger: int | None, tokens: list[int]) -> list[str]:
+    """The pieces `grammar` (lazy from `trigger`, if given) lets follow `tokens`."""
     import llama_cpp
 
-    from workers.sampling import grammar_for_calls, grammar_sampler, lazy_call_triggers
+    from workers.sampling import grammar_sampler
 
-    grammar = grammar_for_calls(call_schema([WEATHER, TIME], ["get_weather", "get_time"]),
-                                "hermes")
-    sampler = grammar_sampler(vocab.ptr, grammar, lazy_call_triggers("hermes"))
+    sampler = grammar_sampler(vocab.ptr, grammar, trigger)
     try:
-        for token in vocab.tokenize(text, False, False):
+        for token in tokens:
             llama_cpp.llama_sampler_accept(sampler, token)
         data = (llama_cpp.llama_token_data * vocab.n_tokens)()
         for i in range(vocab.n_tokens):
@@ -447,13 +451,29 @@ def allowed_after(vocab, text: str) -> list[str]:
         llama_cpp.llama_sampler_free(sampler)
 
 
-def test_lazy_grammar_leaves_text_free_until_the_model_opens_a_call(vocab):
-    free = allowed_after(vocab, "The weather in Paris is <b>warm</b> and {\"name\"")
-    assert len(free) > vocab.n_tokens * 0.9  # nothing bound: no <tool_call> was written
-    at_unit = allowed_after(vocab, 'Let me check. <tool_call>\n{"name": "get_weather", '
-                                   '"arguments": {"city": "Paris", "unit": "')
-    assert at_unit and all("celsius".startswith(p) or "fahrenheit".startswith(p)
-                           for p in at_unit)
-    after_name = allowed_after(vocab, '<tool_call>\n{"name": "get_')
-    assert {"weather", "time"} & set(after_name) or all(
-        "weather".startswith(p) or "time".startswith(p) for p in after_name)
+def test_lazy_grammar_binds_only_once_its_trigger_token_is_written(vocab):
+    """SmolLM2 has no <tool_call> token, so its own special token <|im_start|> stands in."""
+    from workers.sampling import trigger_token
+
+    opener = trigger_token(vocab.ptr, "<|im_start|>")
+    grammar = 'root ::= "<|im_start|>" "celsius"'
+    text = vocab.tokenize("The weather in Paris is warm", False, False)
+    assert len(allowed_after(vocab, grammar, opener, text)) > vocab.n_tokens * 0.9
+    bound = allowed_after(vocab, grammar, opener, [*text, opener])
+    assert bound and all("celsius".startswith(piece) for piece in bound)
+
+
+def test_without_a_tag_token_auto_runs_without_a_grammar(vocab):
+    """SmolLM2 spells <tool_call> in five tokens: no lazy grammar, so no regex per token."""
+    import llama_cpp
+
+    from workers.sampling import Options, build_sampler, free_sampler, trigger_token
+
+    assert trigger_token(vocab.ptr, "<tool_call>") is None
+    options = Options(grammar='root ::= "<tool_call>"', grammar_trigger="<tool_call>",
+                      repeat_penalty=1.0, temperature=0)
+    chain = build_sampler(vocab.ptr, vocab.n_tokens, options, [])
+    try:
+        assert llama_cpp.llama_sampler_chain_n(chain) == 1  # greedy alone, no grammar
+    finally:
+        free_sampler(chain)

@@ -26,10 +26,10 @@ from workers.sampling import (
     GrammarError,
     grammar_for_calls,
     grammar_for_format,
-    lazy_call_triggers,
+    lazy_call_trigger,
 )
 
-_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar", "grammar_triggers"}  # _grammar
+_OPTION_NAMES = {f.name for f in fields(Options)} - {"grammar", "grammar_trigger"}  # _grammar
 
 
 def build_options(model: Model, request: dict[str, Any], default_ctx: int,
@@ -51,15 +51,15 @@ def build_options(model: Model, request: dict[str, Any], default_ctx: int,
 
 def _grammar(request: dict[str, Any], tools: ToolPlan | None) -> dict[str, Any]:
     """The output grammar: one call when a call is required; with tool_choice "auto", the
-    same grammar made lazy, binding where the model opens a call itself (as llama-server
-    does), so a call it starts is a valid one; else the request's `format`."""
+    same grammar made lazy, binding where the model opens a call itself with its tag token
+    (as llama-server does), so a call it starts is a valid one; else the request's `format`."""
     if tools is not None and tools.forced:
         return {"grammar": grammar_for_calls(call_schema(tools.tools, tools.forced),
                                              tools.style)}
-    triggers = lazy_call_triggers(tools.style) if tools is not None else []
-    if triggers and not request.get("format"):
+    trigger = lazy_call_trigger(tools.style) if tools is not None else None
+    if trigger and not request.get("format"):
         return {"grammar": grammar_for_calls(call_schema(tools.tools, tools.names), tools.style),
-                "grammar_triggers": triggers}
+                "grammar_trigger": trigger}
     return {"grammar": grammar_for_format(request.get("format"))}
 
 

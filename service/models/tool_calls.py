@@ -121,8 +121,9 @@ class ToolCallParser:
     held too, so the blank lines around calls do not become an answer of their own.
     """
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], id_prefix: str | None = None) -> None:
         self.names = set(names)  # a bare JSON object is a call only if it names one of these
+        self.id_prefix = id_prefix  # calls are <prefix><index>; None: random, as OpenAI's
         self.calls: list[dict[str, Any]] = []  # every call so far, in Ollama's shape
         self._new = 0  # calls not yet taken
         self._held = ""  # text not yet decided
@@ -237,8 +238,8 @@ class ToolCallParser:
     def _record(self, calls: list[dict[str, Any]]) -> None:
         for call in calls:
             index = len(self.calls)
-            self.calls.append({"id": f"call_{secrets.token_hex(8)}",
-                               "function": {"index": index, **call}})
+            id_ = f"{self.id_prefix}{index}" if self.id_prefix else f"call_{secrets.token_hex(8)}"
+            self.calls.append({"id": id_, "function": {"index": index, **call}})
             self._new += 1
 
 
@@ -248,3 +249,11 @@ def _partial_marker(text: str) -> int:
         if any(m.startswith(text[-size:]) for m in MARKERS):
             return size
     return 0
+
+
+def split_calls(text: str, names: Iterable[str], id_prefix: str | None = None
+                ) -> tuple[str, list[dict[str, Any]]]:
+    """A whole output's text and calls (what ToolCallParser gives when fed it at once)."""
+    parser = ToolCallParser(names, id_prefix)
+    shown = parser.feed(text) + parser.close()
+    return shown, parser.calls
