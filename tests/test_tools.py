@@ -344,7 +344,7 @@ def test_required_call_matches_its_schema_on_the_openai_face(worker, api):
     choice = answer.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls
-    assert call.type == "function" and call.id.startswith("call_")
+    assert call.type == "function" and call.id == f"call_{answer.id.split('-', 1)[1]}_0"
     schema = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
     assert_valid(json.loads(call.function.arguments), schema[call.function.name])
 
@@ -395,6 +395,7 @@ def test_ollama_face_answers_calls_as_ollama_does(worker, client):
     lines = [json.loads(x) for x in
              client.post("/api/chat", json={**body, "stream": True}).get_data(as_text=True)
              .splitlines()]
+    assert [line for line in lines if "error" in line] == []
     calls = [c for line in lines for c in line.get("message", {}).get("tool_calls", [])]
     assert [c["function"] for c in calls] == [call["function"]]
     assert "tool_calls" not in lines[-1]["message"] and lines[-1]["done"]

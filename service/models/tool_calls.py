@@ -251,6 +251,12 @@ def _partial_marker(text: str) -> int:
     return 0
 
 
+def call_ids(job_id: str) -> str:
+    """The id prefix of a job's calls: the worker's events and a batch's results, built from
+    the same record, name each call alike, and no two jobs' calls share an id."""
+    return f"call_{job_id}_"
+
+
 def split_calls(text: str, names: Iterable[str], id_prefix: str | None = None
                 ) -> tuple[str, list[dict[str, Any]]]:
     """A whole output's text and calls (what ToolCallParser gives when fed it at once)."""

@@ -15,7 +15,7 @@ from service.jobs.control import cancel_key, send
 from service.jobs.events import Publisher
 from service.jobs.records import Job, JobStatus
 from service.models.store import Model
-from service.models.tool_calls import ToolCallParser
+from service.models.tool_calls import ToolCallParser, call_ids
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
 from workers.prompt import build_options, build_prompt, fit_prompt, tool_plan
@@ -89,7 +89,8 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
             if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered
                 stream.cancel()
             pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
-            output = Output(events, ToolCallParser(tools.names) if tools else None)
+            parser = ToolCallParser(tools.names, call_ids(job.id)) if tools else None
+            output = Output(events, parser)
             for text in stream.chunks(pace):
                 output.add(text)
             output.close()

@@ -29,7 +29,7 @@ from service.http.inputs import json_body, query_int
 from service.http.openai import types
 from service.http.services import services
 from service.jobs.records import Job, JobStatus
-from service.models.tool_calls import split_calls
+from service.models.tool_calls import call_ids, split_calls
 
 bp = Blueprint("batches", __name__)
 
@@ -281,7 +281,6 @@ def _completion(line: BatchLine, job: Job) -> dict[str, Any]:
     text = job.output or ""
     names = [t["function"]["name"] for t in job.request.get("tools") or []]
     if chat and names and job.request.get("tool_choice") != "none":
-        # The record keeps what the model wrote; its calls are split out as the worker did
-        # (ids from the job's, so every download of the results names them alike).
-        text, done["tool_calls"] = split_calls(text, names, f"call_{job.id[:12]}_")
+        # The record keeps what the model wrote; its calls are split out as the worker did.
+        text, done["tool_calls"] = split_calls(text, names, call_ids(job.id))
     return reply.whole(text, done)
