@@ -97,13 +97,13 @@ def test_a_model_whose_template_thinks_may_be_asked_to(tmp_path: Path, model_fil
 def test_the_go_template_sees_think_as_ollama_sets_it(think, shown) -> None:
     text = ("{{ range .Messages }}{{ .Content }}{{ end }} think={{ .Think }} "
             "level={{ .ThinkLevel }} set={{ .IsThinkSet }}")
-    assert render_chat(Template(text), HI, think) == f"Hi {shown}"
+    assert render_chat(Template(text), HI, think=think) == f"Hi {shown}"
 
 
 def test_a_qwen3_style_template_closes_an_empty_think_when_thinking_is_off() -> None:
-    off = render_chat(Template(THINKING_TEMPLATE), HI, False)
+    off = render_chat(Template(THINKING_TEMPLATE), HI, think=False)
     assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-    assert "<think>" not in render_chat(Template(THINKING_TEMPLATE), HI, True)
+    assert "<think>" not in render_chat(Template(THINKING_TEMPLATE), HI, think=True)
 
 
 @pytest.mark.parametrize(("think", "expected"), [
@@ -112,7 +112,7 @@ def test_the_jinja_template_sees_enable_thinking(think, expected) -> None:
     source = ("{% if enable_thinking is not defined %}default{% elif enable_thinking %}on"
               "{% else %}off{% endif %}{% if reasoning_effort %} {{ reasoning_effort }}"
               "{% endif %}")
-    assert render_jinja(source, HI, "", "", think) == expected
+    assert render_jinja(source, HI, "", "", think=think) == expected
 
 
 def test_the_worker_refuses_thinking_too_for_a_batch_line(tmp_path: Path, model_file: Path):

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Chunk = Callable[[str], dict[str, Any]]
 Final = Callable[[str, dict[str, Any]], dict[str, Any]]
+Calls = Callable[[list[dict[str, Any]]], dict[str, Any]]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -235,9 +236,11 @@ def refused_before_output(following: Following) -> Following:
     return Following(following.job, events, following.cancel)
 
 
-def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
+def ndjson(following: Following, chunk: Chunk, final: Final,
+           calls: Calls | None = None) -> Response:
     """Stream a job as Ollama does: one JSON object per line, an `error` line on failure (a
-    400 instead, if the worker refused the request before any output).
+    400 instead, if the worker refused the request before any output). Tool calls, when
+    the face shows them (`calls`), go out in lines of their own as each completes.
 
     A job whose worker is lost before any text went out starts over unseen; after some text
     went out, the client cannot take it back, so the stream ends with an error line and the
@@ -255,8 +258,13 @@ def ndjson(following: Following, chunk: Chunk, final: Final) -> Response:
             if event.type == "token":
                 sent = True
                 yield json.dumps(with_logprobs(chunk(event.data["text"]), event.data)) + "\n"
+            elif event.type == "tool_calls" and calls is not None:
+                sent = True
+                yield json.dumps(calls(event.data["tool_calls"])) + "\n"
             elif event.type == "done":
-                yield json.dumps(final("", event.data)) + "\n"
+                # The calls went out in their own lines; the last line does not repeat them.
+                data = {k: v for k, v in event.data.items() if k != "tool_calls"}
+                yield json.dumps(final("", data)) + "\n"
             elif event.type == "error":
                 yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"
 

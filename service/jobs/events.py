@@ -7,8 +7,9 @@ subscribes first, then replays the stream, then follows the channel, skipping id
 has: a client that subscribes late, or reconnects with the last id it saw, loses nothing and
 sees nothing twice.
 
-Event types: `status` (the job changed state), `token` (`text`), `done` (final metrics) and
-`error` (`error`). `done` and `error` end a job's events.
+Event types: `status` (the job changed state), `token` (`text`), `tool_calls` (`tool_calls`:
+calls a chat's answer made, as each completes), `done` (final metrics, and all the tool calls)
+and `error` (`error`). `done` and `error` end a job's events.
 
 A request that asked for `logprobs` gets them on its `token` events (`logprobs`: one entry per
 token whose text starts in that event's `text`, {"token", "logprob", "bytes", "top_logprobs"}).

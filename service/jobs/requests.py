@@ -14,6 +14,8 @@ from typing import Any
 from service.core import fields
 from service.core.errors import InvalidRequest
 from service.core.settings import parse_keep_alive
+from service.jobs.schemas import check_schema
+from service.jobs.tools import message_tool_fields, name_tool_turns, read_tool_choice, read_tools
 from service.models.capabilities import THINKING
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
@@ -51,63 +53,6 @@ def _format(body: dict[str, Any]) -> str | dict | None:
     if isinstance(value, dict):
         check_schema(value, "format")
     return value or None
-
-
-MAX_SCHEMA_DEPTH = 32  # nested subschemas; real output formats are a few levels deep
-SCHEMA_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
-_SUBSCHEMA = ("items", "additionalProperties", "not", "contains")  # key -> one schema
-_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")  # name -> schema
-_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")  # key -> [schema, ...]
-
-
-def check_schema(schema: Any, where: str, depth: int = 0) -> None:
-    """Refuse a JSON schema the worker's grammar builder would choke on, naming the part.
-
-    The grammar itself is built in the worker (the service never imports llama_cpp); what
-    can be seen here without it is checked here: every (sub)schema is an object (or true /
-    false), and every `type` is a JSON Schema type or a list of them. Nesting is capped, so a
-    deep schema is a 400 here rather than a RecursionError here or in the worker.
-    """
-    if depth > MAX_SCHEMA_DEPTH:
-        raise InvalidRequest(f"invalid field '{where}': nested deeper than {MAX_SCHEMA_DEPTH}")
-    if isinstance(schema, bool):
-        return
-    if not isinstance(schema, dict):
-        raise InvalidRequest(f"invalid field '{where}': a JSON schema must be an object")
-    kinds = schema.get("type")
-    for kind in kinds if isinstance(kinds, list) else [] if kinds is None else [kinds]:
-        if kind not in SCHEMA_TYPES:
-            raise InvalidRequest(f"invalid field '{where}.type': {kind!r} is not a JSON Schema "
-                                 f"type (one of {', '.join(SCHEMA_TYPES)})")
-    for key in _SUBSCHEMA:
-        if isinstance(schema.get(key), list):  # draft 4's tuple form of `items`
-            _check_list(schema[key], f"{where}.{key}", depth + 1)
-        elif key in schema:
-            check_schema(schema[key], f"{where}.{key}", depth + 1)
-    for key in _SUBSCHEMA_MAPS:
-        if key in schema:
-            _check_map(schema[key], f"{where}.{key}", depth + 1)
-    for key in _SUBSCHEMA_LISTS:
-        if key in schema:
-            _check_list(schema[key], f"{where}.{key}", depth + 1)
-    required = schema.get("required")
-    if required is not None and not (isinstance(required, list)
-                                     and all(isinstance(r, str) for r in required)):
-        raise InvalidRequest(f"invalid field '{where}.required': expected an array of strings")
-
-
-def _check_map(value: Any, where: str, depth: int) -> None:
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"invalid field '{where}': expected an object of schemas")
-    for name, schema in value.items():
-        check_schema(schema, f"{where}.{name}", depth)
-
-
-def _check_list(value: Any, where: str, depth: int) -> None:
-    if not isinstance(value, list):
-        raise InvalidRequest(f"invalid field '{where}': expected an array of schemas")
-    for i, schema in enumerate(value):
-        check_schema(schema, f"{where}[{i}]", depth)
 
 
 THINK_LEVELS = ("low", "medium", "high", "max")  # Ollama's ThinkValue strings
@@ -208,8 +153,9 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             content = ""
         if not isinstance(content, str):
             raise InvalidRequest(f"invalid field 'messages[{i}].content': expected a string")
-        parsed.append({"role": role, "content": content})
-    return parsed
+        parsed.append({"role": role, "content": content,
+                       **message_tool_fields(message, f"messages[{i}]")})
+    return name_tool_turns(parsed)
 
 
 @dataclass
@@ -218,6 +164,10 @@ class ChatRequest:
 
     model: str  # model name
     messages: list[dict[str, Any]] = field(default_factory=list)  # [{"role", "content"}]
+    tools: list[dict[str, Any]] = field(default_factory=list)  # functions the model may call
+    # "auto" (the model decides), "none", "required", or {"type": "function", "function":
+    # {"name"}}; beyond Ollama, which has no tool_choice (see service.jobs.tools)
+    tool_choice: str | dict[str, Any] = "auto"
     stream: bool = True  # NDJSON chunks, or one object when false
     format: str | dict | None = None  # "json" constrains output to JSON
     options: dict[str, Any] = field(default_factory=dict)  # runtime options
@@ -229,9 +179,12 @@ class ChatRequest:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ChatRequest:
+        tools = read_tools(body.get("tools"))
         return cls(
             **common(body),
             messages=_messages(body),
+            tools=tools,
+            tool_choice=read_tool_choice(body.get("tool_choice"), tools),
             stream=fields.field(body, "stream", bool, True),
             format=_format(body),
             truncate=fields.field(body, "truncate", bool, True),

@@ -532,7 +532,8 @@ def _field(value: Any, name: str) -> Any:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """ToolCalls -> tool_calls; an acronym stays one word (ToolCallID -> tool_call_id)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _iterate(value: Any) -> list[tuple[Any, Any]]:

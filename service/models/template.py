@@ -37,6 +37,12 @@ class Template:
         self._prompt_nodes = cut_after_response(nodes)
 
     @property
+    def uses_tools(self) -> bool:
+        """Whether the template shows .Tools, i.e. the model was taught to call them (Ollama
+        refuses tools for any other; corral answers as a plain chat)."""
+        return "tools" in self.variables
+
+    @property
     def uses_messages(self) -> bool:
         """Whether the template ranges over .Messages itself (else it is a legacy template)."""
         return bool({"messages", "document"} & self.variables)
@@ -68,13 +74,18 @@ def parsed(text: str) -> Template:
 
 
 def render_chat(template: Template, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None,
                 think: bool | str | None = None) -> str:
     """Build a prompt from a whole conversation the way Ollama's Template.Execute does, leaving
     the assistant's turn open. System messages are part of `messages` (the caller decides
     which SYSTEM applies); their texts are joined into .System. `think` (the request's) is
-    .Think, .ThinkLevel and .IsThinkSet, as Ollama sets them."""
+    .Think, .ThinkLevel and .IsThinkSet, as Ollama sets them.
+
+    Messages and tools are the job's dicts (service.jobs.tools), which the template reaches
+    as Ollama's do: `.ToolCalls`, `.Function.Name`, `.Function.Arguments` (printed as JSON),
+    `.ToolName`, `.ToolCallID`, and `.Tools` printing as the tools' JSON."""
     system, collated = _collate(messages)
-    values = {"Tools": [], "Response": "", **think_values(think)}
+    values = {"Tools": tools or [], "Response": "", **think_values(think)}
     if template.uses_messages:
         return template.render({**values, "System": system, "Messages": collated})
     return _render_legacy(template, collated, values)

@@ -15,9 +15,10 @@ from service.jobs.control import cancel_key, send
 from service.jobs.events import Publisher
 from service.jobs.records import Job, JobStatus
 from service.models.store import Model
+from service.models.tool_calls import ToolCallParser, call_ids
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
-from workers.prompt import build_options, build_prompt, fit_prompt
+from workers.prompt import build_options, build_prompt, fit_prompt, tool_plan
 
 # Batch lines stream their text at most once a second: few follow one live, and on the batch
 # path every event is CPU taken from the decode of the other lines.
@@ -35,9 +36,9 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     engine, load_ns = ctx.pool.acquire(key, model, _info(model))
     refused: InvalidRequest | None = None
     try:
-        stream = _decode(job, ctx, model, engine, events)
+        stream, calls = _decode(job, ctx, model, engine, events)
     except InvalidRequest as exc:
-        stream, refused = None, exc
+        stream, calls, refused = None, [], exc
     finally:
         # Released before "done" is sent, so a client that sees the end also sees the
         # model unloaded when it asked for keep_alive 0.
@@ -46,7 +47,7 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     if refused is not None:
         _refuse(job, ctx, refused, load_ns, events)
         return
-    _succeed(job, ctx, stream, load_ns, events)
+    _succeed(job, ctx, stream, calls, load_ns, events)
 
 
 def _refuse(job: Job, ctx: JobContext, exc: InvalidRequest, load_ns: int,
@@ -71,9 +72,11 @@ def _info(model: Model) -> dict[str, Any]:
 
 
 def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
-    """Submit the prompt and publish its text as the engine produces it (see stream_pace)."""
-    prompt = build_prompt(model, job.request, job.kind, engine)
-    options = build_options(model, job.request, ctx.settings.num_ctx)
+    """Submit the prompt and publish its text as the engine produces it (see stream_pace);
+    return the stream and the tool calls parsed out of it."""
+    tools = tool_plan(model, job.request, engine) if job.kind == "chat" else None
+    prompt = build_prompt(model, job.request, job.kind, engine, tools and tools.tools)
+    options = build_options(model, job.request, ctx.settings.num_ctx, tools)
     tokens = fit_prompt(engine.tokenize(prompt), engine.context_limit(options), bos=engine.bos_id,
                         num_predict=options.num_predict,
                         truncate=job.request.get("truncate", True) is not False)
@@ -86,20 +89,56 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
             if ctx.redis.exists(cancel_key(job.id)):  # cancelled before it was registered
                 stream.cancel()
             pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
+            parser = ToolCallParser(tools.names, call_ids(job.id)) if tools else None
+            output = Output(events, parser)
             if options.logprobs:
                 for text, entries in stream.chunks_with_logprobs(pace):
-                    events.emit("token", text=text, logprobs=entries)
+                    output.add(text, entries)
             else:
                 for text in stream.chunks(pace):
-                    events.emit("token", text=text)
+                    output.add(text)
+            output.close()
         except BaseException:
             stream.cancel()  # e.g. Redis went away: free the slot, the job is handed back
             raise
-    return stream
+    return stream, output.calls
 
 
-def _succeed(job: Job, ctx: JobContext, stream, load_ns: int, events: Publisher) -> None:
-    """Record the finished job, then tell listeners (in that order: rows before events)."""
+class Output:
+    """Publishes a job's text; with tools offered, the calls split out of it as well: a
+    `tool_calls` event for each call as it completes, and text only where it is no call."""
+
+    def __init__(self, events: Publisher, parser: ToolCallParser | None) -> None:
+        self.events = events
+        self.parser = parser
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return self.parser.calls if self.parser else []
+
+    def add(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        """Publish a chunk of text (with its tokens' logprobs, when asked). A chunk the
+        tool-call parser keeps whole (part of a call) publishes no text, and its logprobs go
+        with it: they belong to the call, which carries none."""
+        self._publish(self.parser.feed(text) if self.parser else text, logprobs)
+
+    def close(self) -> None:
+        if self.parser:
+            self._publish(self.parser.close())
+
+    def _publish(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        if text:
+            extra = {} if logprobs is None else {"logprobs": logprobs}
+            self.events.emit("token", text=text, **extra)
+        calls = self.parser.take() if self.parser else []
+        if calls:
+            self.events.emit("tool_calls", tool_calls=calls)
+
+
+def _succeed(job: Job, ctx: JobContext, stream, calls: list[dict[str, Any]], load_ns: int,
+             events: Publisher) -> None:
+    """Record the finished job, then tell listeners (in that order: rows before events). The
+    `done` event repeats the tool calls, so a face that answers once has them all there."""
     completion = stream.completion
     metrics = {
         "prompt_eval_count": completion.prompt_eval_count,
@@ -115,8 +154,9 @@ def _succeed(job: Job, ctx: JobContext, stream, load_ns: int, events: Publisher)
     if ctx.finish(job.id, status, output=completion.text, done_reason=completion.done_reason,
                   metrics=metrics, first_token_at=first_at):
         # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
+        extra = {"tool_calls": calls} if calls else {}
         events.emit("done", done_reason=completion.done_reason,
-                    cached_tokens=completion.cached_tokens, **metrics)
+                    cached_tokens=completion.cached_tokens, **extra, **metrics)
 
 
 def _load_only(job: Job, ctx: JobContext, model: Model, key: str, keep_alive: Any,

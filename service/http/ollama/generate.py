@@ -18,12 +18,12 @@ from service.jobs.requests import ChatRequest, GenerateRequest
 bp = Blueprint("generate", __name__)
 
 
-def _run(kind: JobKind, req: GenerateRequest | ChatRequest, chunk, final):
+def _run(kind: JobKind, req: GenerateRequest | ChatRequest, chunk, final, calls=None):
     """Queue the job on the model's device queue, then stream it or answer once it is done."""
     following = follow(kind, req)
     chunk, final = partial(chunk, req.model), partial(final, req.model)
     if req.stream:
-        return ndjson(following, chunk, final)
+        return ndjson(following, chunk, final, calls and partial(calls, req.model))
     text, done = collect(following.events)
     return jsonify(with_logprobs(final(text, done), done))
 
@@ -37,7 +37,7 @@ def generate():
 @bp.post("/chat")
 def chat():
     req = ChatRequest.from_json(json_body())
-    return _run(JobKind.CHAT, req, types.chat_chunk, types.chat_final)
+    return _run(JobKind.CHAT, req, types.chat_chunk, types.chat_final, types.chat_calls)
 
 
 @bp.get("/tags")

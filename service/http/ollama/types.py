@@ -37,9 +37,20 @@ def chat_chunk(model: str, text: str) -> dict[str, Any]:
             "message": {"role": "assistant", "content": text}, "done": False}
 
 
-def chat_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
+def chat_calls(model: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """A streamed line carrying tool calls: [{"id", "function": {"index", "name",
+    "arguments": {...}}}], as Ollama streams them."""
     return {"model": model, "created_at": timestamp(),
-            "message": {"role": "assistant", "content": text}, "done": True,
+            "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": False}
+
+
+def chat_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
+    """The last line (streamed) or the whole answer; the latter carries the tool calls, and
+    done_reason stays "stop" after calls, as Ollama's does."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if done.get("tool_calls"):
+        message["tool_calls"] = done["tool_calls"]
+    return {"model": model, "created_at": timestamp(), "message": message, "done": True,
             "done_reason": done.get("done_reason", "stop"), **metrics(done)}
 
 

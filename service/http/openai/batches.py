@@ -29,6 +29,7 @@ from service.http.inputs import json_body, query_int
 from service.http.openai import types
 from service.http.services import services
 from service.jobs.records import Job, JobStatus
+from service.models.tool_calls import call_ids, split_calls
 
 bp = Blueprint("batches", __name__)
 
@@ -277,4 +278,9 @@ def _completion(line: BatchLine, job: Job) -> dict[str, Any]:
                         int(finished.timestamp()), chat=chat)
     done = {"done_reason": job.done_reason, "prompt_eval_count": job.prompt_eval_count,
             "eval_count": job.eval_count}
-    return reply.whole(job.output or "", done)
+    text = job.output or ""
+    names = [t["function"]["name"] for t in job.request.get("tools") or []]
+    if chat and names and job.request.get("tool_choice") != "none":
+        # The record keeps what the model wrote; its calls are split out as the worker did.
+        text, done["tool_calls"] = split_calls(text, names, call_ids(job.id))
+    return reply.whole(text, done)

@@ -9,6 +9,7 @@ like /api/generate, as Ollama does. Every bad field is a 400 naming it in `param
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +17,20 @@ import numpy as np
 
 from service.core import fields
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, check_schema
+from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest
+from service.jobs.schemas import check_schema
+from service.jobs.tools import (
+    message_tool_fields,
+    name_tool_turns,
+    read_tool_choice,
+    read_tools,
+)
 from service.models.modelfile import INT32, RANGES
 
 # Request fields read (any other, e.g. `user`, is ignored, as Ollama does):
 #   model                  model name, as GET /v1/models lists it (404 model_not_found if absent)
-#   messages               chat: [{"role", "content"}]; content a string or text parts
+#   messages               chat: [{"role", "content"}]; content a string or text parts; an
+#                          assistant's tool_calls and a tool turn's tool_call_id are kept
 #   prompt                 completions: a string (or a list of exactly one)
 #   stream                 SSE chunks ending in `data: [DONE]`; default false
 #   stream_options         {"include_usage": true}: a last chunk with usage and empty choices
@@ -37,7 +46,10 @@ from service.models.modelfile import INT32, RANGES
 #   logprobs               chat: true for each token's logprob; completions: 0-5, the legacy
 #                          form (that many alternatives per token, and the chosen token)
 #   top_logprobs           chat: 0-20 alternatives per token; only with logprobs true
-#   tools / suffix         not supported: 400 rather than silently ignored
+#   tools                  function tools (service.jobs.tools); a model whose template
+#                          shows no tools answers as a plain chat
+#   tool_choice            "none", "auto", "required" or {"type": "function", "function": {"name"}}
+#   suffix                 not supported: 400 rather than silently ignored
 #   input                  embeddings: a non-empty string or list of them
 #   encoding_format        embeddings: "float" or "base64" (little-endian float32)
 #   dimensions             embeddings: keep the first N dimensions, re-normalised
@@ -172,8 +184,18 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
         if role not in ("system", "user", "assistant", "tool"):
             raise InvalidParam(f"messages[{i}].role", f"invalid field 'messages[{i}].role': "
                                "expected system, developer, user, assistant or tool")
-        parsed.append({"role": role, "content": _content(i, message.get("content"))})
-    return parsed
+        where = f"messages[{i}]"
+        parsed.append({"role": role, "content": _content(i, message.get("content")),
+                       **_translated(message_tool_fields, message, where, param=where)})
+    return name_tool_turns(parsed)
+
+
+def _translated(read, *args, param: str) -> Any:
+    """Call a reader of service.jobs.tools, its 400 naming `param` as OpenAI's errors do."""
+    try:
+        return read(*args)
+    except InvalidRequest as exc:
+        raise InvalidParam(param, exc.message) from None
 
 
 @dataclass
@@ -187,12 +209,13 @@ class Parsed:
 
 def chat_request(body: dict[str, Any]) -> Parsed:
     """POST /v1/chat/completions."""
-    if param(body, "tools", list):
-        raise InvalidParam("tools", "invalid field 'tools': tool calling is not supported")
+    tools = _translated(read_tools, body.get("tools"), param="tools")
+    choice = _translated(read_tool_choice, body.get("tool_choice"), tools, param="tool_choice")
     logprobs, top = _chat_logprobs(body)
     job = ChatRequest(model=param(body, "model", str, required=True), messages=_messages(body),
-                      format=_format(body), options=_options(body), think=_think(body),
-                      logprobs=logprobs, top_logprobs=top)
+                      tools=tools, tool_choice=choice, format=_format(body),
+                      options=_options(body), think=_think(body), logprobs=logprobs,
+                      top_logprobs=top)
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
 
@@ -301,7 +324,22 @@ def usage(done: dict[str, Any]) -> dict[str, int]:
 
 
 def finish_reason(done: dict[str, Any]) -> str:
+    if done.get("tool_calls"):
+        return "tool_calls"
     return FINISH_REASONS.get(done.get("done_reason", "stop"), "stop")
+
+
+def tool_calls(calls: list[dict[str, Any]], *, indexed: bool) -> list[dict[str, Any]]:
+    """The job's calls as OpenAI's: arguments as JSON text; streamed ones carry their index,
+    by which a client joins a call's deltas."""
+    shaped = []
+    for call in calls:
+        function = call["function"]
+        item = {"id": call["id"], "type": "function",
+                "function": {"name": function["name"],
+                             "arguments": json.dumps(function["arguments"], ensure_ascii=False)}}
+        shaped.append({"index": function["index"], **item} if indexed else item)
+    return shaped
 
 
 @dataclass
@@ -343,10 +381,19 @@ class Reply:
         return legacy
 
     def whole(self, text: str, done: dict[str, Any]) -> dict[str, Any]:
-        """The non-streamed answer."""
+        """The non-streamed answer; with tool calls, content is null unless text came too."""
         choice = self._choice(text, finish_reason(done), whole=True,
                               logprobs=done.get("logprobs"))
+        if done.get("tool_calls"):
+            choice["message"]["content"] = text if text.strip() else None
+            choice["message"]["tool_calls"] = tool_calls(done["tool_calls"], indexed=False)
         return {**self._object([choice], False), "usage": usage(done)}
+
+    def calls_chunk(self, calls: list[dict[str, Any]], first: bool = False) -> dict[str, Any]:
+        """A streamed delta carrying whole tool calls (each with its index, id and name)."""
+        choice = self._choice(None, None, first=first)
+        choice["delta"]["tool_calls"] = tool_calls(calls, indexed=True)
+        return self._object([choice], True)
 
     def chunk(self, text: str, first: bool = False, logprobs: list[dict] | None = None
               ) -> dict[str, Any]:

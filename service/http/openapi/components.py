@@ -122,6 +122,8 @@ def openai() -> dict[str, Schema]:
     return {
         "ChatCompletionRequest": _object(["model", "messages"], **sampling, messages=_array(
             _object(["role"], role=_STRING)), response_format=_OBJECT, tools=_array(_OBJECT),
+            tool_choice={"anyOf": [{"type": "string", "enum": ["none", "auto", "required"]},
+                                   _OBJECT]},
             logprobs=_BOOL, top_logprobs=_INT),
         "CompletionRequest": _object(["model", "prompt"], **sampling, prompt={
             "anyOf": [_STRING, _array(_STRING)]}, suffix=_STRING, logprobs=_INT),
