@@ -57,7 +57,9 @@ def test_unknown_model_is_a_not_found_error_naming_the_model(app, api):
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-     "messages[0].content"),
+     "messages[0].content[0]"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     "messages[0].content[0]"),
 ])
 def test_bad_chat_fields_are_bad_request_errors_naming_the_param(app, api, kwargs, param):
     body = {"model": MODEL, "messages": CAPITAL, **kwargs}

@@ -17,7 +17,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from service.core.errors import InvalidRequest
-from service.jobs.requests import check_think
+from service.jobs.requests import check_capabilities
 from service.jobs.tools import forced_names
 from service.models.store import Model
 from service.models.template import parsed, render_chat
@@ -141,7 +141,7 @@ def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any,
     if kind == "generate" and request.get("raw"):
         return request.get("prompt", "")
     think = request.get("think")
-    check_think(think, model)  # a batch line's job reaches no API check
+    check_capabilities(request, model)  # a batch line's job reaches no API check
     messages = messages_for(model, request, kind)
     go_template = request.get("template") or model.template
     if go_template:

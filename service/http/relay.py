@@ -30,7 +30,7 @@ from service.jobs.control import request_cancel
 from service.jobs.events import Event, Publisher, Subscriber, retrying
 from service.jobs.kinds import JobKind, JobRequest
 from service.jobs.records import Job, JobStatus
-from service.jobs.requests import check_think
+from service.jobs.requests import check_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ def follow(kind: JobKind, request: JobRequest, *, resolve: bool = True) -> Follo
     """Resolve the request's model (404 if absent, unless resolve is off: a pull names what
     is not there yet), queue the job, and wait for a worker to take it."""
     ctx = services()
+    job_request = request.to_job()
     if resolve:
         access.check_model(request.model)
-        model = ctx.store.resolve(request.model)
-        check_think(getattr(request, "think", None), model, request.model)
-    job = ctx.queue.submit(kind, request.model, request.to_job(), queue=ctx.default_queue,
+        check_capabilities(job_request, ctx.store.resolve(request.model), request.model)
+    job = ctx.queue.submit(kind, request.model, job_request, queue=ctx.default_queue,
                            owner=access.owner())
     return Following(job, open_events(ctx, job), partial(cancel, ctx, job.id))
 

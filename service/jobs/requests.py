@@ -14,6 +14,7 @@ from typing import Any
 from service.core import fields
 from service.core.errors import InvalidRequest
 from service.core.settings import parse_keep_alive
+from service.jobs.images import check_images, count_images, read_images
 from service.jobs.schemas import check_schema
 from service.jobs.tools import message_tool_fields, name_tool_turns, read_tool_choice, read_tools
 from service.models.capabilities import THINKING
@@ -76,6 +77,14 @@ def check_think(value: bool | str | None, model: Model, name: str | None = None)
         raise InvalidRequest(f"{json.dumps(shown)} does not support thinking")
 
 
+def check_capabilities(job: dict[str, Any], model: Model, name: str | None = None) -> None:
+    """Refuse what the request asks that the model cannot do (thinking, images), each with a
+    400 naming the model: checked by the API before queueing, and by the worker for batch
+    lines, which reach no API check."""
+    check_think(job.get("think"), model, name)
+    check_images(count_images(job), model, name)
+
+
 def _template(body: dict[str, Any]) -> str | None:
     """`template`: parsed here, so a syntax error or an unknown function is a 400 naming the
     field before the job is queued, not a failed job."""
@@ -118,6 +127,7 @@ class GenerateRequest:
     think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
     logprobs: bool = False  # each output token's log probability (the model's, pre-sampling)
     top_logprobs: int = 0  # with logprobs: the N likeliest tokens at each position (0-20)
+    images: list[str] = field(default_factory=list)  # base64 images; refused (service.jobs.images)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:
@@ -133,6 +143,7 @@ class GenerateRequest:
             think=think(body),
             logprobs=fields.field(body, "logprobs", bool, False),
             top_logprobs=top_logprobs(body),
+            images=read_images(body.get("images"), "images"),
         )
 
     def to_job(self) -> dict[str, Any]:
@@ -153,7 +164,9 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             content = ""
         if not isinstance(content, str):
             raise InvalidRequest(f"invalid field 'messages[{i}].content': expected a string")
+        images = read_images(message.get("images"), f"messages[{i}].images")
         parsed.append({"role": role, "content": content,
+                       **({"images": images} if images else {}),
                        **message_tool_fields(message, f"messages[{i}]")})
     return name_tool_turns(parsed)
 

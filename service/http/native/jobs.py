@@ -23,7 +23,7 @@ from service.jobs import fleet
 from service.jobs.events import Event, Publisher, Subscriber, attempt_text, id_key
 from service.jobs.kinds import KINDS, JobKind, parse_kind
 from service.jobs.records import Job, JobStatus
-from service.jobs.requests import check_think
+from service.jobs.requests import check_capabilities
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -60,7 +60,7 @@ def submit():
         access.check_owner(existing.owner, "the job made with this Idempotency-Key")
         return jsonify(_summary(existing)), 200
     access.check_model(parsed.model)
-    check_think(getattr(parsed, "think", None), ctx.store.resolve(parsed.model), parsed.model)
+    check_capabilities(parsed.to_job(), ctx.store.resolve(parsed.model), parsed.model)
     job = ctx.queue.submit(kind, parsed.model, parsed.to_job(), queue=ctx.default_queue,
                            priority=priority, batch_id=field(body, "batch", str),
                            idempotency_key=key, owner=access.owner())

@@ -17,6 +17,7 @@ import numpy as np
 
 from service.core import fields
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
+from service.jobs.images import from_image_url
 from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest
 from service.jobs.schemas import check_schema
 from service.jobs.tools import (
@@ -158,18 +159,27 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return value
 
 
-def _content(i: int, content: Any) -> str:
-    """A message's text: a string, or the text parts of a content array joined."""
+def _content(i: int, content: Any) -> tuple[str, list[str]]:
+    """A message's text and images: a string, or a content array's text parts joined and its
+    `image_url` parts (data: URLs) as base64, which the model check then refuses by name
+    (service.jobs.images) rather than dropping them."""
     if content is None or isinstance(content, str):
-        return content or ""
+        return content or "", []
     param = f"messages[{i}].content"
-    if isinstance(content, list):
-        parts = [p.get("text") if isinstance(p, dict) and p.get("type") == "text" else None
-                 for p in content]
-        if all(isinstance(p, str) for p in parts):
-            return "".join(parts)
-    raise InvalidParam(param, f"invalid field '{param}': expected a string or text parts "
-                       "(images and audio are not supported)")
+    if not isinstance(content, list):
+        raise InvalidParam(param, f"invalid field '{param}': expected a string or parts")
+    texts, images = [], []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            images.append(_translated(from_image_url, part, f"{param}[{k}]",
+                                      param=f"{param}[{k}]"))
+        else:
+            raise InvalidParam(f"{param}[{k}]", f"invalid field '{param}[{k}]': expected a "
+                               "text or image_url part (audio and files are not supported)")
+    return "".join(texts), images
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -185,7 +195,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             raise InvalidParam(f"messages[{i}].role", f"invalid field 'messages[{i}].role': "
                                "expected system, developer, user, assistant or tool")
         where = f"messages[{i}]"
-        parsed.append({"role": role, "content": _content(i, message.get("content")),
+        text, images = _content(i, message.get("content"))
+        parsed.append({"role": role, "content": text, **({"images": images} if images else {}),
                        **_translated(message_tool_fields, message, where, param=where)})
     return name_tool_turns(parsed)
 
