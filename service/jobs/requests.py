@@ -255,6 +255,20 @@ class EmbedRequest:
                 "keep_alive": self.keep_alive}
 
 
+def _transfer_fields(body: dict[str, Any], *, urls: bool) -> dict[str, Any]:
+    """The fields of a pull or push: the model (Ollama's older `name` too), checked now so a
+    bad name is a 400 and not a failed job later; a pull may also name a URL."""
+    name = fields.field(body, "model", str) or fields.field(body, "name", str)
+    if not name:
+        raise InvalidRequest("missing required field 'model'")
+    if len(name) > MAX_SOURCE:
+        raise InvalidRequest(f"invalid field 'model': longer than {MAX_SOURCE} characters")
+    if not (urls and is_url(name)):
+        parse_name(name)
+    return {"model": name, "insecure": fields.field(body, "insecure", bool, False),
+            "stream": fields.field(body, "stream", bool, True)}
+
+
 @dataclass
 class PullRequest:
     """POST /api/pull (Ollama's PullRequest): the model's name or a GGUF file's URL."""
@@ -265,15 +279,7 @@ class PullRequest:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PullRequest:
-        name = fields.field(body, "model", str) or fields.field(body, "name", str)
-        if not name:
-            raise InvalidRequest("missing required field 'model'")
-        if len(name) > MAX_SOURCE:
-            raise InvalidRequest(f"invalid field 'model': longer than {MAX_SOURCE} characters")
-        if not is_url(name):
-            parse_name(name)  # a bad name is a 400 now, not a failed job later
-        return cls(model=name, insecure=fields.field(body, "insecure", bool, False),
-                   stream=fields.field(body, "stream", bool, True))
+        return cls(**_transfer_fields(body, urls=True))
 
     def to_job(self) -> dict[str, Any]:
         return {"model": self.model, "insecure": self.insecure}
@@ -290,14 +296,7 @@ class PushRequest:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PushRequest:
-        name = fields.field(body, "model", str) or fields.field(body, "name", str)
-        if not name:
-            raise InvalidRequest("missing required field 'model'")
-        if len(name) > MAX_SOURCE:
-            raise InvalidRequest(f"invalid field 'model': longer than {MAX_SOURCE} characters")
-        parse_name(name)  # a bad name is a 400 now, not a failed job later
-        return cls(model=name, insecure=fields.field(body, "insecure", bool, False),
-                   stream=fields.field(body, "stream", bool, True))
+        return cls(**_transfer_fields(body, urls=False))
 
     def to_job(self) -> dict[str, Any]:
         return {"model": self.model, "insecure": self.insecure}
