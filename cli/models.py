@@ -175,10 +175,7 @@ def stop(name: str) -> None:
 @click.option("--insecure", is_flag=True, help="Allow plain http (a registry on your network).")
 def pull(name: str, insecure: bool) -> None:
     """Download a model: a registry name, hf.co/<user>/<repo>[:<quant>], or a .gguf URL."""
-    bars = Bars(sys.stderr.isatty())
-    for update in Client().stream("POST", "/api/pull", {"model": name, "insecure": insecure}):
-        bars.show(update)
-    bars.finish()
+    _transfer("/api/pull", name, insecure)
 
 
 @click.command()
@@ -186,8 +183,13 @@ def pull(name: str, insecure: bool) -> None:
 @click.option("--insecure", is_flag=True, help="Allow plain http (a registry on your network).")
 def push(name: str, insecure: bool) -> None:
     """Upload a model to the registry its name names (host/namespace/model:tag)."""
+    _transfer("/api/push", name, insecure)
+
+
+def _transfer(path: str, name: str, insecure: bool) -> None:
+    """Run a pull or push, drawing its progress lines as bars (plain lines off a terminal)."""
     bars = Bars(sys.stderr.isatty())
-    for update in Client().stream("POST", "/api/push", {"model": name, "insecure": insecure}):
+    for update in Client().stream("POST", path, {"model": name, "insecure": insecure}):
         bars.show(update)
     bars.finish()
 

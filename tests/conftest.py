@@ -154,22 +154,33 @@ def client(app):
 
 
 @contextlib.contextmanager
-def openai_client(app) -> Iterator:
-    """The official openai client against `app`, served over real HTTP on a free port."""
-    import openai
+def serving(app) -> Iterator[str]:
+    """`app` over real HTTP on a free loopback port (a thread per request, as gunicorn's
+    gthread), for the official clients and the CLI; yields its base URL."""
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                           api_key="unused", max_retries=0, timeout=120)
     try:
-        yield client
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        client.close()
         server.shutdown()
         thread.join()
+
+
+@contextlib.contextmanager
+def openai_client(app) -> Iterator:
+    """The official openai client against `app`, served over real HTTP on a free port."""
+    import openai
+
+    with serving(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                               timeout=120)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @pytest.fixture

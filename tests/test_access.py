@@ -9,18 +9,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import threading
 
 import ollama
 import openai
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from cli.main import cli
 from service.access.keys import KeyStore, Principal, Role
 from service.http.access import keys_required
-from tests.conftest import openai_client
+from tests.conftest import openai_client, serving
 
 MODEL = "smollm2:135m"
 
@@ -317,11 +315,7 @@ def test_only_a_hash_of_the_key_is_stored(secured):
 @pytest.mark.model
 def test_the_ollama_and_openai_clients_run_inference_with_a_user_key(secured, worker):
     secret = new_key(secured, "alice", models=["smollm2"])
-    server = make_server("127.0.0.1", 0, secured, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host = f"http://127.0.0.1:{server.server_port}"
+    with serving(secured) as host:
         client = ollama.Client(host=host, headers=bearer(secret))
         reply = client.generate(model=MODEL, prompt="Say hi.", options={"num_predict": 4})
         assert reply.response
@@ -334,6 +328,3 @@ def test_the_ollama_and_openai_clients_run_inference_with_a_user_key(secured, wo
         assert chat.choices[0].message.content
         job = secured.extensions["corral"].jobs.recent()[0]
         assert job.owner == keystore(secured).active("alice").id
-    finally:
-        server.shutdown()
-        thread.join()

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from cli.main import cli
 from service.models.push import manifest_blobs
 from service.models.registry import pull
 from service.models.store import ModelStore
+from tests.conftest import serving
 from tests.registry_server import Loopback, digest_of, sha256_of
 from tests.test_pull import Recorder
 
@@ -133,13 +132,9 @@ def test_a_bearer_challenge_is_answered_with_the_registrys_token(
 
 
 def test_corral_push_prints_progress_like_pull(app, worker, loopback, target):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(app) as url:
         result = CliRunner().invoke(cli, ["push", target, "--insecure"],
-                                    env={"CORRAL_HOST": f"127.0.0.1:{server.server_port}"})
-    finally:
-        server.shutdown()
+                                    env={"CORRAL_HOST": url.removeprefix("http://")})
     assert result.exit_code == 0, result.output
     weights = manifest_blobs(local_manifest(app, target))[0][0]
     assert "retrieving manifest" in result.output

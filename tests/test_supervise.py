@@ -32,7 +32,7 @@ import pytest
 
 from cli.serve import Child, Supervisor
 from service.core.redis_server import EmbeddedRedis, free_port
-from tests.conftest import running_worker
+from tests.conftest import running_worker, serving
 from tests.test_serve import MODEL, Served, port_open
 from tests.waiting import wait_until
 
@@ -440,17 +440,9 @@ LONG = "Write a very long story about a dragon who learns to count, with many ch
 
 @contextlib.contextmanager
 def served_over_http(app) -> Iterator[int]:
-    """`app` on a free loopback port (a thread per request, as gunicorn's gthread)."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join()
+    """`app` on a free loopback port (tests.conftest.serving); yields the port."""
+    with serving(app) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def open_stream(port: int, method: str, path: str, body: dict | None = None

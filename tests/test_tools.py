@@ -5,10 +5,8 @@ clients against a real worker running SmolLM2 with a Hermes-style tool TEMPLATE.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +19,7 @@ import pytest
 from service.models.store import ModelStore
 from service.models.template import Template, render_chat
 from service.models.tool_calls import ToolCallParser, ToolPlan, call_schema, split_calls
+from tests.conftest import serving
 from workers.prompt import render_jinja, tool_plan
 
 PLAIN = "smollm2:135m"  # SmolLM2's own chat template shows no tools
@@ -306,21 +305,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Pa
     store.create(PLAIN, weights)
     store.create(TOOLS_MODEL, weights, template=HERMES, parameters={"stop": ["<|im_end|>"]})
     return store.root
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """`app` over real HTTP on a free port, for the official clients; yields its URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
 
 
 @pytest.fixture

@@ -146,7 +146,11 @@ class KeyStore:
         return key, secret
 
     def verify(self, secret: str) -> Principal | None:
-        """The principal an unrevoked key's secret stands for, or None."""
+        """The principal an unrevoked key's secret stands for, or None. A token that is not
+        one of corral's ("unused", "ollama": what clients send when no key is needed) is
+        None without a database read."""
+        if not secret.startswith(SECRET_PREFIX):
+            return None
         with self.sessions() as session:
             key = session.scalars(select(ApiKey).where(ApiKey.digest == digest(secret))).first()
         if key is None or key.revoked_at is not None:

@@ -72,7 +72,9 @@ def install(app: Flask, settings: Settings, keys: KeyStore) -> None:
 def _token() -> str | None:
     """The key in `Authorization: Bearer <key>`, if the request has one."""
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def bearer_token() -> str:
