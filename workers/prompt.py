@@ -19,8 +19,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from service.core.errors import InvalidRequest
 from service.jobs.requests import check_capabilities
 from service.jobs.tools import forced_names
+from service.models.capabilities import THINKING
 from service.models.store import Model
 from service.models.template import parsed, render_chat
+from service.models.thinking import DEFAULT_TAGS
 from service.models.tool_calls import ToolPlan, call_schema, call_style
 from workers.engine import Options
 from workers.sampling import (
@@ -140,7 +142,7 @@ def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any,
     with the tools tool_plan chose to show."""
     if kind == "generate" and request.get("raw"):
         return request.get("prompt", "")
-    think = request.get("think")
+    think = effective_think(model, request)
     check_capabilities(request, model)  # a batch line's job reaches no API check
     messages = messages_for(model, request, kind)
     go_template = request.get("template") or model.template
@@ -150,6 +152,30 @@ def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any,
         return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token,
                             tools=tools, think=think)
     return "".join(f"{m['content']}\n" for m in messages)
+
+
+def effective_think(model: Model, request: dict[str, Any]) -> bool | str | None:
+    """The job's `think` as it runs: unset on a model that can think means on, as Ollama
+    does now; the template then sees .Think true and .IsThinkSet true."""
+    think = request.get("think")
+    if think is None and THINKING in model.capabilities():
+        return True
+    return think
+
+
+def reasoning_tags(model: Model, request: dict[str, Any], kind: str) -> tuple[str, str] | None:
+    """The tags to split the job's reasoning out by, or None when it does not think (think
+    off, a model that cannot, or a raw prompt, which no template opened)."""
+    if kind == "generate" and request.get("raw"):
+        return None
+    if not effective_think(model, request) or THINKING not in model.capabilities():
+        return None
+    go_template = request.get("template") or model.template
+    if go_template:
+        opening, closing = parsed(go_template).thinking_tags
+        if opening and closing:
+            return opening, closing
+    return DEFAULT_TAGS
 
 
 @lru_cache(maxsize=16)  # sized like service.models.template.parsed, the Go-template cache

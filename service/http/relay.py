@@ -258,12 +258,17 @@ def ndjson(following: Following, chunk: Chunk, final: Final,
             if event.type == "token":
                 sent = True
                 yield json.dumps(with_logprobs(chunk(event.data["text"]), event.data)) + "\n"
+            elif event.type == "thinking":
+                sent = True
+                yield json.dumps(with_logprobs(chunk("", thinking=event.data["text"]),
+                                               event.data)) + "\n"
             elif event.type == "tool_calls" and calls is not None:
                 sent = True
                 yield json.dumps(calls(event.data["tool_calls"])) + "\n"
             elif event.type == "done":
-                # The calls went out in their own lines; the last line does not repeat them.
-                data = {k: v for k, v in event.data.items() if k != "tool_calls"}
+                # The calls and the reasoning went out in their own lines; the last line
+                # does not repeat them.
+                data = {k: v for k, v in event.data.items() if k not in ("tool_calls", "thinking")}
                 yield json.dumps(final("", data)) + "\n"
             elif event.type == "error":
                 yield json.dumps({"error": event.data.get("error", "job failed")}) + "\n"

@@ -150,6 +150,18 @@ class GenerateRequest:
         return asdict(self)
 
 
+def message_thinking(message: dict[str, Any], key: str, where: str) -> dict[str, str]:
+    """An earlier assistant turn's reasoning (Ollama's `thinking`, OpenAI's
+    `reasoning_content`), kept as `thinking` so a template shows it where it writes
+    .Thinking; absent or empty gives nothing."""
+    value = message.get(key)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, str):
+        raise InvalidRequest(f"invalid field '{where}.{key}': expected a string")
+    return {"thinking": value}
+
+
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = fields.field(body, "messages", list, [])
     parsed = []
@@ -167,6 +179,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         images = read_images(message.get("images"), f"messages[{i}].images")
         parsed.append({"role": role, "content": content,
                        **({"images": images} if images else {}),
+                       **message_thinking(message, "thinking", f"messages[{i}]"),
                        **message_tool_fields(message, f"messages[{i}]")})
     return name_tool_turns(parsed)
 

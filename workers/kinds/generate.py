@@ -15,10 +15,11 @@ from service.jobs.control import cancel_key, send
 from service.jobs.events import Publisher
 from service.jobs.records import Job, JobStatus
 from service.models.store import Model
+from service.models.thinking import ThinkingParser, prompt_opens
 from service.models.tool_calls import ToolCallParser, call_ids
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
-from workers.prompt import build_options, build_prompt, fit_prompt, tool_plan
+from workers.prompt import build_options, build_prompt, fit_prompt, reasoning_tags, tool_plan
 
 # Batch lines stream their text at most once a second: few follow one live, and on the batch
 # path every event is CPU taken from the decode of the other lines.
@@ -36,9 +37,9 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     engine, load_ns = ctx.pool.acquire(key, model, _info(model))
     refused: InvalidRequest | None = None
     try:
-        stream, calls = _decode(job, ctx, model, engine, events)
+        stream, output = _decode(job, ctx, model, engine, events)
     except InvalidRequest as exc:
-        stream, calls, refused = None, [], exc
+        stream, output, refused = None, None, exc
     finally:
         # Released before "done" is sent, so a client that sees the end also sees the
         # model unloaded when it asked for keep_alive 0.
@@ -47,7 +48,7 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     if refused is not None:
         _refuse(job, ctx, refused, load_ns, events)
         return
-    _succeed(job, ctx, stream, calls, load_ns, events)
+    _succeed(job, ctx, stream, output, load_ns, events)
 
 
 def _refuse(job: Job, ctx: JobContext, exc: InvalidRequest, load_ns: int,
@@ -73,7 +74,7 @@ def _info(model: Model) -> dict[str, Any]:
 
 def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     """Submit the prompt and publish its text as the engine produces it (see stream_pace);
-    return the stream and the tool calls parsed out of it."""
+    return the stream and the Output that split its reasoning and tool calls out."""
     tools = tool_plan(model, job.request, engine) if job.kind == "chat" else None
     prompt = build_prompt(model, job.request, job.kind, engine, tools and tools.tools)
     options = build_options(model, job.request, ctx.settings.num_ctx, tools)
@@ -90,7 +91,10 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
                 stream.cancel()
             pace = stream_pace(ctx.settings.stream_interval, engine, bool(job.batch_id))
             parser = ToolCallParser(tools.names, call_ids(job.id)) if tools else None
-            output = Output(events, parser)
+            tags = reasoning_tags(model, job.request, job.kind)
+            thinking = None if tags is None else ThinkingParser(
+                *tags, started_inside=prompt_opens(prompt, tags[0]))
+            output = Output(events, parser, thinking)
             if options.logprobs:
                 for text, entries in stream.chunks_with_logprobs(pace):
                     output.add(text, entries)
@@ -101,16 +105,24 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
         except BaseException:
             stream.cancel()  # e.g. Redis went away: free the slot, the job is handed back
             raise
-    return stream, output.calls
+    return stream, output
 
 
 class Output:
     """Publishes a job's text; with tools offered, the calls split out of it as well: a
-    `tool_calls` event for each call as it completes, and text only where it is no call."""
+    `tool_calls` event for each call as it completes, and text only where it is no call.
+    A thinking job's reasoning goes first to `thinking` events (field `text`), and only the
+    answer reaches `token` events and the tool-call parser."""
 
-    def __init__(self, events: Publisher, parser: ToolCallParser | None) -> None:
+    def __init__(self, events: Publisher, parser: ToolCallParser | None,
+                 thinking: ThinkingParser | None = None) -> None:
         self.events = events
         self.parser = parser
+        self.thinking = thinking
+
+    @property
+    def reasoning(self) -> str:
+        return self.thinking.thinking if self.thinking else ""
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -119,12 +131,26 @@ class Output:
     def add(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
         """Publish a chunk of text (with its tokens' logprobs, when asked). A chunk the
         tool-call parser keeps whole (part of a call) publishes no text, and its logprobs go
-        with it: they belong to the call, which carries none."""
-        self._publish(self.parser.feed(text) if self.parser else text, logprobs)
+        with it: they belong to the call, which carries none. Reasoning carries the
+        logprobs of a chunk that holds no answer."""
+        if self.thinking:
+            piece = self.thinking.feed(text)
+            text = piece.content
+            self._think(piece.thinking, None if text else logprobs)
+        self._publish(self.parser.feed(text) if self.parser else text, logprobs if text else None)
 
     def close(self) -> None:
+        if self.thinking:
+            piece = self.thinking.close()
+            self._think(piece.thinking)
+            self._publish(self.parser.feed(piece.content) if self.parser else piece.content)
         if self.parser:
             self._publish(self.parser.close())
+
+    def _think(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        if text:
+            extra = {} if logprobs is None else {"logprobs": logprobs}
+            self.events.emit("thinking", text=text, **extra)
 
     def _publish(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
         if text:
@@ -135,10 +161,11 @@ class Output:
             self.events.emit("tool_calls", tool_calls=calls)
 
 
-def _succeed(job: Job, ctx: JobContext, stream, calls: list[dict[str, Any]], load_ns: int,
+def _succeed(job: Job, ctx: JobContext, stream, output: Output, load_ns: int,
              events: Publisher) -> None:
     """Record the finished job, then tell listeners (in that order: rows before events). The
-    `done` event repeats the tool calls, so a face that answers once has them all there."""
+    `done` event repeats the tool calls and the whole reasoning, so a face that answers once
+    has them all there. The record keeps the raw text, reasoning tags and all."""
     completion = stream.completion
     metrics = {
         "prompt_eval_count": completion.prompt_eval_count,
@@ -154,7 +181,9 @@ def _succeed(job: Job, ctx: JobContext, stream, calls: list[dict[str, Any]], loa
     if ctx.finish(job.id, status, output=completion.text, done_reason=completion.done_reason,
                   metrics=metrics, first_token_at=first_at):
         # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
-        extra = {"tool_calls": calls} if calls else {}
+        extra: dict[str, Any] = {"tool_calls": output.calls} if output.calls else {}
+        if output.reasoning:
+            extra["thinking"] = output.reasoning
         events.emit("done", done_reason=completion.done_reason,
                     cached_tokens=completion.cached_tokens, **extra, **metrics)
 

@@ -23,18 +23,23 @@ def metrics(data: dict[str, Any]) -> dict[str, int]:
     return {k: int(data.get(k) or 0) for k in keys}
 
 
-def generate_chunk(model: str, text: str) -> dict[str, Any]:
-    return {"model": model, "created_at": timestamp(), "response": text, "done": False}
+def generate_chunk(model: str, text: str, thinking: str = "") -> dict[str, Any]:
+    """A streamed piece of the answer, or of the reasoning (`thinking`, as Ollama's)."""
+    extra = {"thinking": thinking} if thinking else {}
+    return {"model": model, "created_at": timestamp(), "response": text, **extra, "done": False}
 
 
 def generate_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
-    return {"model": model, "created_at": timestamp(), "response": text, "done": True,
+    """The last line (streamed: no text) or the whole answer, with its reasoning."""
+    extra = {"thinking": done["thinking"]} if done.get("thinking") else {}
+    return {"model": model, "created_at": timestamp(), "response": text, **extra, "done": True,
             "done_reason": done.get("done_reason", "stop"), **metrics(done)}
 
 
-def chat_chunk(model: str, text: str) -> dict[str, Any]:
-    return {"model": model, "created_at": timestamp(),
-            "message": {"role": "assistant", "content": text}, "done": False}
+def chat_chunk(model: str, text: str, thinking: str = "") -> dict[str, Any]:
+    """A streamed piece of the answer, or of the reasoning (`message.thinking`)."""
+    message = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}
+    return {"model": model, "created_at": timestamp(), "message": message, "done": False}
 
 
 def chat_calls(model: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -48,6 +53,8 @@ def chat_final(model: str, text: str, done: dict[str, Any]) -> dict[str, Any]:
     """The last line (streamed) or the whole answer; the latter carries the tool calls, and
     done_reason stays "stop" after calls, as Ollama's does."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if done.get("thinking"):
+        message["thinking"] = done["thinking"]
     if done.get("tool_calls"):
         message["tool_calls"] = done["tool_calls"]
     return {"model": model, "created_at": timestamp(), "message": message, "done": True,

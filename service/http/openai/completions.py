@@ -90,6 +90,9 @@ def _objects(following: Following, reply: types.Reply, include_usage: bool
         if event.type == "token":
             yield reply.chunk(event.data["text"], first, event.data.get("logprobs"))
             first = False
+        elif event.type == "thinking" and reply.chat:
+            yield reply.reasoning_chunk(event.data["text"], first)
+            first = False
         elif event.type == "tool_calls":
             yield reply.calls_chunk(event.data["tool_calls"], first)
             first = False

@@ -18,7 +18,7 @@ import numpy as np
 from service.core import fields
 from service.core.errors import CorralError, InvalidRequest, ModelNotFound
 from service.jobs.images import from_image_url
-from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest
+from service.jobs.requests import ChatRequest, EmbedRequest, GenerateRequest, message_thinking
 from service.jobs.schemas import check_schema
 from service.jobs.tools import (
     message_tool_fields,
@@ -197,6 +197,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
         where = f"messages[{i}]"
         text, images = _content(i, message.get("content"))
         parsed.append({"role": role, "content": text, **({"images": images} if images else {}),
+                       **_translated(message_thinking, message, "reasoning_content", where,
+                                     param=f"{where}.reasoning_content"),
                        **_translated(message_tool_fields, message, where, param=where)})
     return name_tool_turns(parsed)
 
@@ -398,7 +400,16 @@ class Reply:
         if done.get("tool_calls"):
             choice["message"]["content"] = text if text.strip() else None
             choice["message"]["tool_calls"] = tool_calls(done["tool_calls"], indexed=False)
+        if self.chat and done.get("thinking"):
+            choice["message"]["reasoning_content"] = done["thinking"]
         return {**self._object([choice], False), "usage": usage(done)}
+
+    def reasoning_chunk(self, text: str, first: bool = False) -> dict[str, Any]:
+        """A streamed piece of reasoning: `reasoning_content` in the delta, as llama-server
+        and Ollama's OpenAI face send it (chat only; a completion has no field for it)."""
+        choice = self._choice(None, None, first=first)
+        choice["delta"]["reasoning_content"] = text
+        return self._object([choice], True)
 
     def calls_chunk(self, calls: list[dict[str, Any]], first: bool = False) -> dict[str, Any]:
         """A streamed delta carrying whole tool calls (each with its index, id and name)."""
