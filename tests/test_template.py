@@ -226,7 +226,8 @@ def test_legacy_template_continues_a_partial_assistant_message() -> None:
 
 def prompt_for(template: str, body: dict[str, Any], kind: str, system: str | None = None) -> str:
     """build_prompt as a worker runs it, for a model with this TEMPLATE and SYSTEM."""
-    model = SimpleNamespace(template=template, system=system, messages=[])
+    model = SimpleNamespace(template=template, system=system, messages=[],
+                            capabilities=lambda: ["completion"])
     return build_prompt(model, body, kind, SimpleNamespace(chat_template=None))
 
 

@@ -115,6 +115,12 @@ class Engine:
         self.bos_id = llama_cpp.llama_vocab_bos(self._vocab.ptr)  # -1 when the model has none
         self.bos_token = self._vocab.text_of(self.bos_id)
         self.eos_token = self._vocab.text_of(llama_cpp.llama_vocab_eos(self._vocab.ptr))
+        # Fill-in-the-middle prefix, suffix and middle token texts, or None (llama-server's
+        # /infill layout: <pre>prefix<suf>suffix<mid>, the model writes the middle)
+        fim = [f(self._vocab.ptr) for f in (llama_cpp.llama_vocab_fim_pre,
+                                            llama_cpp.llama_vocab_fim_suf,
+                                            llama_cpp.llama_vocab_fim_mid)]
+        self.fim_tokens = tuple(map(self._vocab.text_of, fim)) if min(fim) >= 0 else None
         n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         kv = llama_loader.kv_cache_bytes(self._model, self.metadata, n_ctx)
         self.size_bytes = os.path.getsize(self.model_path) + kv

@@ -146,12 +146,27 @@ def build_prompt(model: Model, request: dict[str, Any], kind: str, engine: Any,
     check_capabilities(request, model)  # a batch line's job reaches no API check
     messages = messages_for(model, request, kind)
     go_template = request.get("template") or model.template
+    suffix = (request.get("suffix") or "") if kind == "generate" else ""
+    if suffix and not (go_template and parsed(go_template).uses_suffix):
+        return infill_prompt(request.get("prompt", ""), suffix, engine)
     if go_template:
-        return render_chat(parsed(go_template), messages, tools=tools, think=think)
+        return render_chat(parsed(go_template), messages, tools=tools, think=think,
+                           suffix=suffix)
     if engine.chat_template:
         return render_jinja(engine.chat_template, messages, engine.bos_token, engine.eos_token,
                             tools=tools, think=think)
     return "".join(f"{m['content']}\n" for m in messages)
+
+
+def infill_prompt(prefix: str, suffix: str, engine: Any) -> str:
+    """A fill-in-the-middle prompt from the vocabulary's FIM tokens, as llama-server's /infill
+    lays it out, for a model whose TEMPLATE does not place .Suffix itself (the tokens' texts
+    are read back as special tokens when the prompt is tokenized)."""
+    if not getattr(engine, "fim_tokens", None):
+        raise InvalidRequest("this model has neither a TEMPLATE with .Suffix nor "
+                             "fill-in-the-middle tokens, so 'suffix' cannot be placed")
+    pre, suf, mid = engine.fim_tokens
+    return f"{pre}{prefix}{suf}{suffix}{mid}"
 
 
 def effective_think(model: Model, request: dict[str, Any]) -> bool | str | None:

@@ -17,7 +17,7 @@ from service.core.settings import parse_keep_alive
 from service.jobs.images import check_images, count_images, read_images
 from service.jobs.schemas import check_schema
 from service.jobs.tools import message_tool_fields, name_tool_turns, read_tool_choice, read_tools
-from service.models.capabilities import THINKING
+from service.models.capabilities import INSERT, THINKING
 from service.models.modelfile import coerce_options
 from service.models.names import parse_name
 from service.models.registry import is_url
@@ -77,11 +77,19 @@ def check_think(value: bool | str | None, model: Model, name: str | None = None)
         raise InvalidRequest(f"{json.dumps(shown)} does not support thinking")
 
 
+def check_insert(suffix: str | None, model: Model, name: str | None = None) -> None:
+    """Refuse a `suffix` for a model whose template cannot place it, with Ollama's 400."""
+    if suffix and INSERT not in model.capabilities():
+        shown = name or model.name.display()
+        raise InvalidRequest(f"{json.dumps(shown)} does not support insert")
+
+
 def check_capabilities(job: dict[str, Any], model: Model, name: str | None = None) -> None:
     """Refuse what the request asks that the model cannot do (thinking, images), each with a
     400 naming the model: checked by the API before queueing, and by the worker for batch
     lines, which reach no API check."""
     check_think(job.get("think"), model, name)
+    check_insert(job.get("suffix"), model, name)
     check_images(count_images(job), model, name)
 
 
@@ -116,6 +124,7 @@ class GenerateRequest:
 
     model: str  # model name, e.g. "smollm2:135m"
     prompt: str = ""  # the prompt; empty only loads (or with keep_alive 0 unloads) the model
+    suffix: str = ""  # text after the gap (fill-in-the-middle); 400 unless the model inserts
     system: str | None = None  # overrides the model's SYSTEM
     template: str | None = None  # overrides the model's TEMPLATE (Go template syntax)
     raw: bool = False  # send the prompt as is, no template
@@ -134,6 +143,7 @@ class GenerateRequest:
         return cls(
             **common(body),
             prompt=fields.field(body, "prompt", str, ""),
+            suffix=fields.field(body, "suffix", str, ""),
             system=fields.field(body, "system", str),
             template=_template(body),
             raw=fields.field(body, "raw", bool, False),

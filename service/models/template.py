@@ -37,6 +37,11 @@ class Template:
         self._prompt_nodes = cut_after_response(nodes)
 
     @property
+    def uses_suffix(self) -> bool:
+        """Whether the template places a fill-in-the-middle .Suffix (Ollama's insert)."""
+        return "suffix" in self.variables
+
+    @property
     def uses_tools(self) -> bool:
         """Whether the template shows .Tools, i.e. the model was taught to call them (Ollama
         refuses tools for any other; corral answers as a plain chat)."""
@@ -75,7 +80,7 @@ def parsed(text: str) -> Template:
 
 def render_chat(template: Template, messages: list[dict[str, Any]],
                 tools: list[dict[str, Any]] | None = None,
-                think: bool | str | None = None) -> str:
+                think: bool | str | None = None, suffix: str = "") -> str:
     """Build a prompt from a whole conversation the way Ollama's Template.Execute does, leaving
     the assistant's turn open. System messages are part of `messages` (the caller decides
     which SYSTEM applies); their texts are joined into .System. `think` (the request's) is
@@ -85,7 +90,7 @@ def render_chat(template: Template, messages: list[dict[str, Any]],
     as Ollama's do: `.ToolCalls`, `.Function.Name`, `.Function.Arguments` (printed as JSON),
     `.ToolName`, `.ToolCallID`, and `.Tools` printing as the tools' JSON."""
     system, collated = _collate(messages)
-    values = {"Tools": tools or [], "Response": "", **think_values(think)}
+    values = {"Tools": tools or [], "Response": "", "Suffix": suffix, **think_values(think)}
     if template.uses_messages:
         return template.render({**values, "System": system, "Messages": collated})
     return _render_legacy(template, collated, values)

@@ -50,7 +50,7 @@ from service.models.modelfile import INT32, RANGES
 #   tools                  function tools (service.jobs.tools); a model whose template
 #                          shows no tools answers as a plain chat
 #   tool_choice            "none", "auto", "required" or {"type": "function", "function": {"name"}}
-#   suffix                 not supported: 400 rather than silently ignored
+#   suffix                 fill-in-the-middle, for models with the insert capability
 #   input                  embeddings: a non-empty string or list of them
 #   encoding_format        embeddings: "float" or "base64" (little-endian float32)
 #   dimensions             embeddings: keep the first N dimensions, re-normalised
@@ -292,10 +292,9 @@ def _prompt(body: dict[str, Any]) -> str:
 
 def completion_request(body: dict[str, Any]) -> Parsed:
     """POST /v1/completions."""
-    if param(body, "suffix", str):
-        raise InvalidParam("suffix", "invalid field 'suffix': fill-in-the-middle is not supported")
     top = _legacy_logprobs(body)
     job = GenerateRequest(model=param(body, "model", str, required=True), prompt=_prompt(body),
+                          suffix=param(body, "suffix", str) or "",
                           options=_options(body), logprobs=top is not None, top_logprobs=top or 0)
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
