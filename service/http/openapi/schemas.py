@@ -43,7 +43,9 @@ def message() -> Schema:
     """One chat message, as /api/chat and /api/create read it."""
     return {"type": "object", "required": ["role"], "properties": {
         "role": {"type": "string", "enum": list(ROLES)},
-        "content": nullable({"type": "string"})}}
+        "content": nullable({"type": "string"}),
+        # a thinking model's reasoning: in replies, and carried back in earlier turns
+        "thinking": nullable({"type": "string"})}}
 
 
 def options() -> Schema:
