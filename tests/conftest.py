@@ -191,6 +191,15 @@ def api(app):
 
 
 @pytest.fixture
+def local(app) -> Iterator:
+    """The official ollama client against the test's app, over real HTTP."""
+    import ollama
+
+    with serving(app) as url:
+        yield ollama.Client(host=url, timeout=120)
+
+
+@pytest.fixture
 def loopback():
     """A model registry (Ollama/OCI, Hugging Face and plain URLs) served on loopback."""
     from tests.registry_server import Loopback

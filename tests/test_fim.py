@@ -8,16 +8,13 @@ TEMPLATE in the <PRE>/<SUF>/<MID> style of Ollama's code models."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import ollama
 import pytest
 
 from service.core.errors import InvalidRequest
 from service.models.store import ModelStore
-from tests.conftest import serving
 from workers.prompt import build_prompt, infill_prompt
 
 FILLER = "smollm2-fim:135m"
@@ -34,12 +31,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Pa
     store.create("smollm2:135m", weights)
     store.create(FILLER, weights, template=FIM_TEMPLATE, parameters={"stop": ["<|im_end|>"]})
     return store.root
-
-
-@pytest.fixture
-def local(app) -> Iterator[ollama.Client]:
-    with serving(app) as url:
-        yield ollama.Client(host=url, timeout=120)
 
 
 def test_the_template_places_prompt_and_suffix(models_dir: Path):
@@ -64,9 +55,11 @@ def test_the_model_shows_insert(local):
 
 
 def test_the_ollama_client_fills_the_middle(worker, local):
-    reply = local.generate(model=FILLER, prompt="def add(a, b):\n    c = ",
-                           suffix="\n    return c", options=OPTIONS)
+    prompt = "def add(a, b):\n    c = "
+    reply = local.generate(model=FILLER, prompt=prompt, suffix="\n    return c", options=OPTIONS)
     assert reply.done and reply.eval_count > 0
+    alone = local.generate(model=FILLER, prompt=prompt, options=OPTIONS)
+    assert reply.prompt_eval_count > alone.prompt_eval_count  # the suffix reached the prompt
 
 
 def test_the_openai_client_sends_suffix_to_completions(worker, api):

@@ -8,11 +8,8 @@ reasoning by the template: what it writes is reasoning until it writes `</think>
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import ollama
 import pytest
 
 from service.http.openai.types import chat_request
@@ -20,23 +17,14 @@ from service.jobs.requests import ChatRequest
 from service.models.store import ModelStore
 from service.models.template import Template, render_chat
 from service.models.thinking import Piece, ThinkingParser, prompt_opens
-from tests.conftest import serving
+from tests.test_api_jobs import sse
+from tests.test_capabilities import THINKING_TEMPLATE
 
 THINKER = "smollm2-thinker:135m"
-# THINKING_TEMPLATE's shape (tests/test_capabilities.py), but with thinking on it opens the
-# block for the model, so SmolLM2's output starts inside its reasoning.
-PREFILL_TEMPLATE = """{{- range $i, $_ := .Messages }}
-{{- if eq .Role "assistant" }}<|im_start|>assistant
-{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>
-{{ else }}<|im_start|>{{ .Role }}
-{{ .Content }}<|im_end|>
-{{ end }}{{ end }}<|im_start|>assistant
-{{ if $.Think }}<think>
-{{ else }}<think>
-
-</think>
-
-{{ end }}"""
+# THINKING_TEMPLATE (Qwen3's shape), but with thinking on it opens the block for the model,
+# so SmolLM2's output starts inside its reasoning.
+PREFILL_TEMPLATE = THINKING_TEMPLATE.split("{{ if and $.IsThinkSet")[0] + \
+    "{{ if $.Think }}<think>\n{{ else }}<think>\n\n</think>\n\n{{ end }}"
 HI = [{"role": "user", "content": "What is two plus two?"}]
 OPTIONS = {"num_predict": 24, "temperature": 0, "seed": 1}
 
@@ -97,12 +85,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Pa
     return store.root
 
 
-@pytest.fixture
-def local(app) -> Iterator[ollama.Client]:
-    with serving(app) as url:
-        yield ollama.Client(host=url, timeout=120)
-
-
 def test_a_thinking_model_thinks_by_default_and_the_reply_is_split(worker, local):
     assert "thinking" in local.show(THINKER).capabilities
     reply = local.chat(model=THINKER, messages=HI, options=OPTIONS)
@@ -148,16 +130,9 @@ def test_native_events_carry_reasoning_and_done_repeats_it_whole(worker, client)
                                      "options": OPTIONS})
     assert res.status_code in (200, 201, 202), res.get_json()
     job = res.get_json()["id"]
-    body = client.get(f"/jobs/{job}/events").get_data(as_text=True)
-    events = [(block.split("\n")[0], block) for block in body.split("\n\n") if block]
-    thinking, done = "", None
-    for block in body.split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if lines.get("event") == "thinking":
-            thinking += json.loads(lines["data"])["text"]
-        elif lines.get("event") == "done":
-            done = json.loads(lines["data"])
-    assert events and done is not None
+    events = sse(client.get(f"/jobs/{job}/events").get_data(as_text=True))
+    thinking = "".join(data["text"] for _, kind, data in events if kind == "thinking")
+    done = next(data for _, kind, data in events if kind == "done")
     assert thinking and done["thinking"] == thinking
 
 

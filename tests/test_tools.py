@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import ctypes
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import ollama
 import openai
 import pytest
 
 from service.models.store import ModelStore
 from service.models.template import Template, render_chat
 from service.models.tool_calls import ToolCallParser, ToolPlan, call_schema, split_calls
-from tests.conftest import serving
 from workers.prompt import render_jinja, tool_plan
 
 PLAIN = "smollm2:135m"  # SmolLM2's own chat template shows no tools
@@ -305,12 +302,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Pa
     store.create(PLAIN, weights)
     store.create(TOOLS_MODEL, weights, template=HERMES, parameters={"stop": ["<|im_end|>"]})
     return store.root
-
-
-@pytest.fixture
-def local(app) -> Iterator[ollama.Client]:
-    with serving(app) as url:
-        yield ollama.Client(host=url, timeout=120)
 
 
 def assert_valid(arguments: dict[str, Any], schema: dict[str, Any]) -> None:

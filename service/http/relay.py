@@ -34,7 +34,7 @@ from service.jobs.requests import check_capabilities
 
 log = logging.getLogger(__name__)
 
-Chunk = Callable[[str], dict[str, Any]]
+Chunk = Callable[..., dict[str, Any]]  # (text, thinking="") -> one streamed line
 Final = Callable[[str, dict[str, Any]], dict[str, Any]]
 Calls = Callable[[list[dict[str, Any]]], dict[str, Any]]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -72,16 +72,20 @@ def think(body: dict[str, Any]) -> bool | str | None:
 def check_think(value: bool | str | None, model: Model, name: str | None = None) -> None:
     """Refuse thinking asked of a model that cannot think, with Ollama's 400 naming the model
     as the request did (`name`); `think: false` is accepted by every model."""
-    if value and THINKING not in model.capabilities():
-        shown = name or model.name.display()
-        raise InvalidRequest(f"{json.dumps(shown)} does not support thinking")
+    if value:
+        _require(THINKING, model, name)
 
 
 def check_insert(suffix: str | None, model: Model, name: str | None = None) -> None:
     """Refuse a `suffix` for a model whose template cannot place it, with Ollama's 400."""
-    if suffix and INSERT not in model.capabilities():
+    if suffix:
+        _require(INSERT, model, name)
+
+
+def _require(capability: str, model: Model, name: str | None) -> None:
+    if capability not in model.capabilities():
         shown = name or model.name.display()
-        raise InvalidRequest(f"{json.dumps(shown)} does not support insert")
+        raise InvalidRequest(f"{json.dumps(shown)} does not support {capability}")
 
 
 def check_capabilities(job: dict[str, Any], model: Model, name: str | None = None) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.models.tool_calls import partial_marker
+
 DEFAULT_TAGS = ("<think>", "</think>")
 
 # looking: nothing written yet; opened: inside the tags, no reasoning yet; after: past the
@@ -40,8 +42,7 @@ class ThinkingParser:
 
     def __init__(self, opening: str = DEFAULT_TAGS[0], closing: str = DEFAULT_TAGS[1], *,
                  started_inside: bool = False) -> None:
-        self.opening = opening or DEFAULT_TAGS[0]
-        self.closing = closing or DEFAULT_TAGS[1]
+        self.opening, self.closing = opening, closing
         self._state = _OPENED if started_inside else _LOOKING
         self._held = ""
         self.thinking = ""  # all the reasoning so far
@@ -104,18 +105,10 @@ class ThinkingParser:
             thinking.append(self._held[:at])
             self._held, self._state = self._held[at + len(self.closing):], _AFTER
             return True
-        keep = _partial_suffix(self._held, self.closing)
+        keep = partial_marker(self._held, (self.closing,))
         thinking.append(self._held[:len(self._held) - keep])
         self._held = self._held[len(self._held) - keep:]
         return False
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest end of `text` that is a beginning of `tag`."""
-    for size in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-size:]):
-            return size
-    return 0
 
 
 def prompt_opens(prompt: str, opening: str) -> bool:

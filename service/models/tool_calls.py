@@ -185,7 +185,7 @@ class ToolCallParser:
         held = self._held
         found = [(held.find(m), m) for m in MARKERS if m in held]
         if not found:
-            keep = 0 if final else _partial_marker(held)
+            keep = 0 if final else partial_marker(held)
             self._show(held[:len(held) - keep], out)
             self._held = held[len(held) - keep:]
             return False
@@ -243,10 +243,12 @@ class ToolCallParser:
             self._new += 1
 
 
-def _partial_marker(text: str) -> int:
-    """How many of text's last characters could be the start of a marker."""
-    for size in range(min(len(text), max(map(len, MARKERS))), 0, -1):
-        if any(m.startswith(text[-size:]) for m in MARKERS):
+def partial_marker(text: str, markers: Iterable[str] = MARKERS) -> int:
+    """How many of text's last characters could be the start of a marker: what a streaming
+    parser holds back until the next chunk decides it (tool-call markers, reasoning tags)."""
+    markers = tuple(markers)
+    for size in range(min(len(text), max(map(len, markers))), 0, -1):
+        if any(m.startswith(text[-size:]) for m in markers):
             return size
     return 0
 

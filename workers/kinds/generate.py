@@ -15,7 +15,7 @@ from service.jobs.control import cancel_key, send
 from service.jobs.events import Publisher
 from service.jobs.records import Job, JobStatus
 from service.models.store import Model
-from service.models.thinking import ThinkingParser, prompt_opens
+from service.models.thinking import Piece, ThinkingParser, prompt_opens
 from service.models.tool_calls import ToolCallParser, call_ids
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
@@ -134,28 +134,32 @@ class Output:
         with it: they belong to the call, which carries none. Reasoning carries the
         logprobs of a chunk that holds no answer."""
         if self.thinking:
-            piece = self.thinking.feed(text)
-            text = piece.content
-            self._think(piece.thinking, None if text else logprobs)
-        self._publish(self.parser.feed(text) if self.parser else text, logprobs if text else None)
+            self._split(self.thinking.feed(text), logprobs)
+        else:
+            self._answer(text, logprobs)
 
     def close(self) -> None:
         if self.thinking:
-            piece = self.thinking.close()
-            self._think(piece.thinking)
-            self._publish(self.parser.feed(piece.content) if self.parser else piece.content)
+            self._split(self.thinking.close())
         if self.parser:
             self._publish(self.parser.close())
 
-    def _think(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+    def _split(self, piece: Piece, logprobs: list[dict[str, Any]] | None = None) -> None:
+        """Publish a chunk's reasoning, then its answer; the logprobs go with the answer,
+        or with the reasoning when the chunk holds no answer."""
+        self._emit("thinking", piece.thinking, None if piece.content else logprobs)
+        self._answer(piece.content, logprobs if piece.content else None)
+
+    def _answer(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        self._publish(self.parser.feed(text) if self.parser else text, logprobs)
+
+    def _emit(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None) -> None:
         if text:
             extra = {} if logprobs is None else {"logprobs": logprobs}
-            self.events.emit("thinking", text=text, **extra)
+            self.events.emit(kind, text=text, **extra)
 
     def _publish(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
-        if text:
-            extra = {} if logprobs is None else {"logprobs": logprobs}
-            self.events.emit("token", text=text, **extra)
+        self._emit("token", text, logprobs)
         calls = self.parser.take() if self.parser else []
         if calls:
             self.events.emit("tool_calls", tool_calls=calls)
