@@ -240,7 +240,7 @@ def serve(no_worker: bool) -> None:
     supervisor = Supervisor()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, supervisor.on_signal)
-    preexec = _die_with_parent()
+    preexec = _die_with_parent(signal.SIGTERM)
     redis_server = None
     code = 1
     try:
@@ -258,7 +258,10 @@ def serve(no_worker: bool) -> None:
         supervisor.add(Child("api", lambda: _spawn(web, env, preexec), stage=0, grace=15.0))
         if not no_worker:
             work = worker_command(settings.queues)
-            supervisor.add(Child("worker", lambda: _spawn(work, env, preexec), stage=1,
+            # A worker told by SIGTERM to drain waits for its jobs and for Redis, which is
+            # going too: it gets SIGKILL instead, and its leases hand its jobs back.
+            abrupt = _die_with_parent(signal.SIGKILL)
+            supervisor.add(Child("worker", lambda: _spawn(work, env, abrupt), stage=1,
                                  grace=25.0))
         _warn_without_keys(settings)
         click.echo(f"corral is running on {settings.base_url} "
@@ -300,15 +303,15 @@ def _spawn(args: list[str], env: dict[str, str],
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that has Linux SIGTERM the child when serve dies, even by SIGKILL, so no
-    orphaned Redis keeps the append-only file open or an orphaned API the port."""
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A preexec_fn that has Linux send the child `sig` when serve dies, even by SIGKILL, so
+    no orphaned Redis keeps the append-only file open or an orphaned API the port."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    return lambda: prctl(PR_SET_PDEATHSIG, int(sig))
 
 
 def _safe(url: str) -> str:
