@@ -81,6 +81,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lost_by: Mapped[list[str] | None] = mapped_column(JSON)  # workers that vanished holding it
     owner: Mapped[str | None] = mapped_column(String(32))  # the API key it was made with
+    # the answer as sent: {"content", "thinking"?, "tool_calls"?, "logprobs"?} (0006)
+    reply: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     def elapsed_ns(self) -> int:
         """Nanoseconds from the job's creation (request accepted) until now."""
@@ -243,6 +245,7 @@ class JobStore:
         metrics: dict[str, int] | None = None,
         first_token_at: datetime | None = None,
         lease_owner: str | None = None,
+        reply: dict[str, Any] | None = None,
     ) -> bool:
         """Record a job's end; False if it had already ended. A worker passes its
         `lease_owner`: then only a job it still holds ends, so a worker that lost its lease
@@ -255,12 +258,24 @@ class JobStore:
             "error": error,
             "done_reason": done_reason,
             "first_token_at": first_token_at,
+            "reply": reply,
         }
         values.update({k: v for k, v in (metrics or {}).items() if k in METRIC_FIELDS})
         if lease_owner is not None:
             return self._transition(job_id, (JobStatus.RUNNING,), Job.lease_owner == lease_owner,
                                     **values)
         return self._transition(job_id, (JobStatus.QUEUED, JobStatus.RUNNING), **values)
+
+    def forget(self, job_id: str) -> bool:
+        """Drop a finished job's text (its messages, output and reply) at its owner's asking;
+        what it cost (model, counts, durations) stays for the report."""
+        job = self.get(job_id)
+        if job is None or not JobStatus(job.status).finished:
+            return False
+        request = {k: v for k, v in job.request.items() if k not in ("messages", "prompt",
+                                                                     "system", "suffix")}
+        return self._transition(job_id, (JobStatus(job.status),), output=None, reply=None,
+                                request={**request, "deleted": True})
 
     def _transition(self, job_id: str, allowed: Iterable[JobStatus], *where: Any,
                     **values: Any) -> bool:

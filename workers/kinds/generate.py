@@ -119,6 +119,8 @@ class Output:
         self.events = events
         self.parser = parser
         self.thinking = thinking
+        self.content: list[str] = []  # the answer's text as published
+        self.logprobs: list[dict[str, Any]] | None = None  # the answer's tokens', when asked
 
     @property
     def reasoning(self) -> str:
@@ -153,7 +155,22 @@ class Output:
     def _answer(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
         self._publish(self.parser.feed(text) if self.parser else text, logprobs)
 
+    def reply(self) -> dict[str, Any]:
+        """The answer as the faces sent it, for the job record (Job.reply)."""
+        reply: dict[str, Any] = {"content": "".join(self.content)}
+        if self.reasoning:
+            reply["thinking"] = self.reasoning
+        if self.calls:
+            reply["tool_calls"] = self.calls
+        if self.logprobs is not None:
+            reply["logprobs"] = self.logprobs
+        return reply
+
     def _emit(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None) -> None:
+        if kind == "token":
+            self.content.append(text)
+            if logprobs is not None:
+                self.logprobs = [*(self.logprobs or []), *logprobs]
         if text:
             extra = {} if logprobs is None else {"logprobs": logprobs}
             self.events.emit(kind, text=text, **extra)
@@ -183,7 +200,7 @@ def _succeed(job: Job, ctx: JobContext, stream, output: Output, load_ns: int,
     first_at = None if first is None else _wall_from_perf(first)
     status = JobStatus.CANCELLED if completion.done_reason == "cancel" else JobStatus.SUCCEEDED
     if ctx.finish(job.id, status, output=completion.text, done_reason=completion.done_reason,
-                  metrics=metrics, first_token_at=first_at):
+                  metrics=metrics, first_token_at=first_at, reply=output.reply()):
         # cached_tokens: prompt tokens reused from an earlier sequence's KV (a chat's last turn).
         extra: dict[str, Any] = {"tool_calls": output.calls} if output.calls else {}
         if output.reasoning:

@@ -227,7 +227,7 @@ def chat_request(body: dict[str, Any]) -> Parsed:
     logprobs, top = _chat_logprobs(body)
     job = ChatRequest(model=param(body, "model", str, required=True), messages=_messages(body),
                       tools=tools, tool_choice=choice, format=_format(body),
-                      options=_options(body), think=_think(body), logprobs=logprobs,
+                      options=_options(body), think=think_of(body), logprobs=logprobs,
                       top_logprobs=top)
     stream = param(body, "stream", bool, False)
     return Parsed(job, stream, stream and _include_usage(body))
@@ -265,7 +265,7 @@ EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low",
                                   "xhigh": "max", "ultra": "max"}
 
 
-def _think(body: dict[str, Any]) -> bool | str | None:
+def think_of(body: dict[str, Any]) -> bool | str | None:
     """`reasoning_effort` (or Ollama's `reasoning: {"effort"}`) as the job's `think`."""
     name, effort = "reasoning_effort", param(body, "reasoning_effort", str)
     reasoning = param(body, "reasoning", dict)

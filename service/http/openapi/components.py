@@ -219,14 +219,28 @@ def keys() -> dict[str, Schema]:
 
 
 def responses() -> dict[str, Schema]:
-    """POST /v1/responses: the fields service.http.openai.responses_types reads or accepts
+    """/v1/responses: the fields service.http.openai.responses_types reads or accepts
     (any other is a 400), and the Response object responses_reply builds."""
     text = nullable(_STRING)
     part = _object(["type"], type={"type": "string", "enum": ["input_text", "output_text"]},
                    text=_STRING)
-    item = _object(["role"], type={"type": "string", "enum": ["message"]},
-                   role={"type": "string", "enum": ["user", "system", "developer", "assistant"]},
-                   content={"anyOf": [_STRING, {**_array(part), "minItems": 1}]})
+    parts = {"anyOf": [_STRING, {**_array(part), "minItems": 1}]}
+    message_in = _object(["role"], type={"type": "string", "enum": ["message"]},
+                         role={"type": "string", "enum": ["user", "system", "developer",
+                                                          "assistant"]}, content=parts)
+    call_in = _object(["type", "call_id", "name"], type={"type": "string",
+                                                         "enum": ["function_call"]},
+                      call_id=_STRING, name=_STRING, arguments=_STRING)
+    output_in = _object(["type", "call_id", "output"], type={
+        "type": "string", "enum": ["function_call_output"]}, call_id=_STRING, output=parts)
+    reasoning_in = _object(["type"], type={"type": "string", "enum": ["reasoning"]},
+                           content=_array(_OBJECT), summary=_array(_OBJECT))
+    item = {"anyOf": [message_in, call_in, output_in, reasoning_in]}
+    tool = _object(["type", "name"], type={"type": "string", "enum": ["function"]},
+                   name=_STRING, description=text, parameters=nullable(_OBJECT),
+                   strict=nullable(_BOOL))
+    named = _object(["type", "name"], type={"type": "string", "enum": ["function"]},
+                    name=_STRING)
     output_format = _object(["type"], type={"type": "string", "enum": [
         "text", "json_object", "json_schema"]}, name=_STRING, schema=_OBJECT, strict=_BOOL)
     unsupported = {"description": "refused unless absent, null, false, 0 or empty"}
@@ -241,25 +255,32 @@ def responses() -> dict[str, Schema]:
         truncation=nullable({"type": "string", "enum": ["auto", "disabled"]}),
         metadata=nullable({"type": "object", "additionalProperties": _STRING}),
         store=nullable(_BOOL), user=text, parallel_tool_calls=nullable(_BOOL),
-        tool_choice=nullable({"type": "string", "enum": ["auto", "none"]}),
-        reasoning=nullable(_OBJECT), include=nullable(_array(_STRING)),
+        tools=nullable(_array(tool)),
+        tool_choice=nullable({"anyOf": [
+            {"type": "string", "enum": ["auto", "none", "required"]}, named]}),
+        reasoning=nullable(_object([], effort=text, summary=text)),
+        include=nullable(_array(_STRING)),
+        top_logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
         stream_options=nullable(_OBJECT), safety_identifier=text, prompt_cache_key=text,
         service_tier=text, max_tool_calls=nullable(_INT),
-        **{name: unsupported for name in ("tools", "background", "conversation", "prompt",
-                                          "top_logprobs")})
-    content = _object(["type", "text", "annotations"], type=_STRING, text=_STRING,
-                      annotations=_array(_OBJECT))
-    message = _object(["type", "id", "status", "role", "content"], type=_STRING, id=_STRING,
-                      status=_STRING, role=_STRING, content=_array(content))
-    status = {"type": "string", "enum": ["completed", "incomplete", "cancelled",
+        **{name: unsupported for name in ("background", "conversation", "prompt")})
+    content = _object(["type", "text"], type=_STRING, text=_STRING,
+                      annotations=_array(_OBJECT), logprobs=_array(_OBJECT))
+    output_item = _object(["type", "id"], type={"type": "string", "enum": [
+        "message", "reasoning", "function_call"]}, id=_STRING, status=_STRING, role=_STRING,
+        content=_array(content), summary=_array(_OBJECT), call_id=_STRING, name=_STRING,
+        arguments=_STRING)
+    status = {"type": "string", "enum": ["completed", "incomplete", "cancelled", "queued",
                                          "in_progress", "failed"]}
     response = _object(
         ["id", "object", "created_at", "status", "model", "output", "parallel_tool_calls",
          "tool_choice", "tools"], id=_STRING, object=_STRING, created_at=_INT, status=status,
-        model=_STRING, output=_array(message), usage=nullable(_OBJECT),
+        model=_STRING, output=_array(output_item), usage=nullable(_OBJECT),
         error=nullable(_OBJECT), incomplete_details=nullable(_OBJECT), instructions=text,
-        metadata=_OBJECT, parallel_tool_calls=_BOOL, tool_choice=_STRING,
-        tools=_array(_OBJECT), temperature=_NUMBER, top_p=_NUMBER,
-        previous_response_id=text, max_output_tokens=nullable(_INT))
+        metadata=_OBJECT, parallel_tool_calls=_BOOL,
+        tool_choice={"anyOf": [_STRING, named]}, tools=_array(tool), temperature=_NUMBER,
+        top_p=_NUMBER, previous_response_id=text, max_output_tokens=nullable(_INT))
+    input_list = _object(["object", "data", "has_more"], object=_STRING,
+                         data=_array(_OBJECT), has_more=_BOOL, first_id=text, last_id=text)
     return {"ResponseRequest": {**request, "additionalProperties": False},
-            "Response": response}
+            "Response": response, "ResponseInputItems": input_list}

@@ -29,6 +29,7 @@ _DIGEST = path_param("digest", "sha256:<64 hex digits>")
 _JOB_ID = path_param("job_id", "the job's id, as POST /jobs answered it")
 _BATCH_ID = path_param("batch_id", "the batch's id")
 _FILE_ID = path_param("file_id", "the file's id")
+_RESPONSE_ID = path_param("response_id", "resp_<job id>")
 _IDEMPOTENCY = header("Idempotency-Key", "a repeated key answers with what the first request "
                       "made instead of making it again")
 _EMPTY = answer("done, with an empty body")
@@ -142,11 +143,24 @@ def openai() -> Paths:
                            streamed(ref("Completion"), "text/event-stream", ref("SSEEvent")))},
             errors=(404,), body=json_body(ref("CompletionRequest")))},
         "/v1/responses": {"post": op(
-            "Create a model response (text only)",
+            "Create a model response (text, reasoning, function calls)",
             {"200": answer("a response, or SSE events from response.created to "
                            "response.completed (or .incomplete, .failed)",
                            streamed(ref("Response"), "text/event-stream", ref("SSEEvent")))},
             errors=(404,), body=json_body(ref("ResponseRequest")))},
+        "/v1/responses/{response_id}": {
+            "get": op("Retrieve a stored response",
+                      {"200": answer("the response", json_content(ref("Response")))},
+                      errors=(404,), parameters=[_RESPONSE_ID]),
+            "delete": op("Delete a stored response (its text; the job's counts stay)",
+                         {"200": answer("deleted", json_content(ref("Deleted")))},
+                         errors=(404, 409), parameters=[_RESPONSE_ID])},
+        "/v1/responses/{response_id}/input_items": {"get": op(
+            "List the input items a response was given",
+            {"200": answer("a page of items", json_content(ref("ResponseInputItems")))},
+            errors=(400, 404), parameters=[
+                _RESPONSE_ID, limit, after,
+                query("order", "item order", {"type": "string", "enum": ["asc", "desc"]})])},
         "/v1/embeddings": {"post": op(
             "Create embeddings", {"200": answer("the vectors", json_content(ref("EmbeddingList")))},
             errors=(404,), body=json_body(ref("EmbeddingRequest")))},
