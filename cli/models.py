@@ -75,7 +75,10 @@ def create_request(client: Client, name: str, modelfile_path: Path) -> dict[str,
               default=None, help="Modelfile to build from (default ./Modelfile).")
 @click.option("--from", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A GGUF file to register under NAME (no Modelfile needed).")
-def create(name: str, modelfile: Path | None, source: Path | None) -> None:
+@click.option("-q", "--quantize", default=None, metavar="TYPE",
+              help="Quantize F16/BF16/F32 weights to TYPE (e.g. q4_K_M, q8_0) on a worker.")
+def create(name: str, modelfile: Path | None, source: Path | None,
+           quantize: str | None) -> None:
     """Create model NAME from a Modelfile (or one GGUF file), as `ollama create`."""
     client = Client()
     if source is not None:
@@ -85,6 +88,8 @@ def create(name: str, modelfile: Path | None, source: Path | None) -> None:
         if not path.is_file():
             raise click.ClickException(f"no Modelfile at {path}: give one with -f")
         body = create_request(client, name, path)
+    if quantize:
+        body["quantize"] = quantize
     for line in client.stream("POST", "/api/create", body):
         click.echo(line.get("status", ""), err=True)
 

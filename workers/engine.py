@@ -81,7 +81,7 @@ class Engine:
                 n_seq=n_parallel,
                 n_ctx_per_seq=n_ctx_per_seq,
                 n_batch=self.n_batch,
-                n_threads=n_threads or _usable_cpus(),
+                n_threads=n_threads or usable_cpus(),
             )
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
@@ -456,7 +456,7 @@ class Engine:
             request.drop(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (the affinity mask, which os.cpu_count() ignores)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

@@ -17,6 +17,7 @@ from service.jobs.requests import (
     GenerateRequest,
     PullRequest,
     PushRequest,
+    QuantizeRequest,
 )
 
 
@@ -28,6 +29,7 @@ class JobKind(str, Enum):
     EMBED = "embed"
     PULL = "pull"
     PUSH = "push"
+    QUANTIZE = "quantize"
 
 
 class JobRequest(Protocol):
@@ -57,6 +59,8 @@ KINDS: dict[JobKind, Kind] = {row.kind: row for row in (
     Kind(JobKind.EMBED, "corral.embed", EmbedRequest, "workers.kinds.embed:run", native=False),
     Kind(JobKind.PULL, "corral.pull", PullRequest, "workers.kinds.pull:run", native=False),
     Kind(JobKind.PUSH, "corral.push", PushRequest, "workers.kinds.push:run", native=False),
+    Kind(JobKind.QUANTIZE, "corral.quantize", QuantizeRequest, "workers.kinds.quantize:run",
+         native=False),
 )}
 assert set(KINDS) == set(JobKind), "every JobKind has one row"
 

@@ -327,3 +327,27 @@ class PushRequest:
 
     def to_job(self) -> dict[str, Any]:
         return {"model": self.model, "insecure": self.insecure}
+
+
+@dataclass
+class QuantizeRequest:
+    """POST /api/create with `quantize`: the model a worker writes once it has quantized the
+    source weights; the rest of its manifest was read from the create request by the API."""
+
+    model: str  # the new model's name
+    source: str  # the digest of the full-precision weights in the store
+    quantize: str  # the file type to write (service.models.quantize.TARGETS)
+    manifest: dict[str, Any] = field(default_factory=dict)  # template, system, parameters,
+    # license, messages and adapters ([{"digest", "size"}]) for ModelStore.create
+    stream: bool = True  # progress lines, or only the final one
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> QuantizeRequest:
+        return cls(model=fields.field(body, "model", str, required=True),
+                   source=fields.field(body, "source", str, required=True),
+                   quantize=fields.field(body, "quantize", str, required=True),
+                   manifest=fields.field(body, "manifest", dict, {}))
+
+    def to_job(self) -> dict[str, Any]:
+        return {"model": self.model, "source": self.source, "quantize": self.quantize,
+                "manifest": self.manifest}

@@ -18,8 +18,11 @@ from service.core.fields import field
 from service.http import access
 from service.http.inputs import json_body
 from service.http.services import services
+from service.http.relay import follow, progress
 from service.jobs import control
-from service.models import gguf
+from service.jobs.kinds import JobKind
+from service.jobs.requests import QuantizeRequest
+from service.models import gguf, quantize
 from service.models.modelfile import Modelfile, coerce_options, parse_modelfile
 from service.models.names import parse_name
 from service.models.store import MEDIA, Layer, Model, ModelStore, check_digest
@@ -83,8 +86,6 @@ def _modelfile_from_fields(body: dict[str, Any]) -> Modelfile:
     if not modelfile.from_:
         raise InvalidRequest("neither 'from' nor 'files' was specified (or a FROM line in "
                              "'modelfile')")
-    if field(body, "quantize", str) or field(body, "quantization", str):
-        raise InvalidRequest("invalid field 'quantize': corral does not quantize models")
     return modelfile
 
 
@@ -132,9 +133,10 @@ def _blob_or_file(store: ModelStore, source: str, what: str, media_type: str) ->
     return store.import_file(path, media_type)
 
 
-def _build(store: ModelStore, name: str, modelfile: Modelfile) -> Model:
-    """Write the model a Modelfile describes; FROM an existing model inherits its layers
-    (template and system unless replaced, parameters merged, licenses added, as Ollama)."""
+def _manifest(store: ModelStore, modelfile: Modelfile) -> tuple[Layer, dict[str, Any]]:
+    """The weights a Modelfile names, and the rest of the manifest (ModelStore.create's
+    keywords); FROM an existing model inherits its layers (template and system unless
+    replaced, parameters merged, licenses added, as Ollama)."""
     base = None
     layer = _blob_or_file(store, modelfile.from_, "FROM", MEDIA["model"])
     if layer is None:
@@ -160,30 +162,47 @@ def _build(store: ModelStore, name: str, modelfile: Modelfile) -> Model:
         licenses = base.license + licenses
         messages = messages or base.messages
         adapters = adapters or [x for x in [base.layer("adapter")] if x is not None]
-    return store.create(name, layer, template=template, system=system,
-                        parameters=parameters or None, license=licenses,
-                        messages=messages or None, adapters=adapters)
+    return layer, {"template": template, "system": system, "parameters": parameters or None,
+                   "license": licenses, "messages": messages or None, "adapters": adapters}
 
 
 @bp.post("/create")
 @access.admin_only
 def create():
-    """Create a model from a Modelfile or Ollama's fields, answering with status lines."""
+    """Create a model from a Modelfile or Ollama's fields, answering with status lines; with
+    `quantize`, a worker writes the weights at that type first (see workers/kinds/quantize)."""
     body = json_body()
     name = parse_name(_model_name(body))
     modelfile = _modelfile_from_fields(body)
+    stream = field(body, "stream", bool, True)
     store = services().store
     before = {p.name for p in (store.root / "blobs").glob("sha256-*")}
-    model = _build(store, name.display(), modelfile)
+    layer, manifest = _manifest(store, modelfile)
+    goal = field(body, "quantize", str) or field(body, "quantization", str)
+    if goal:
+        return _quantized(store, name.display(), layer, manifest, goal, stream)
+    model = store.create(name.display(), layer, **manifest)
     statuses = ["parsing GGUF"]
     for layer in model.layers:
         new = layer.digest.replace(":", "-") not in before
         statuses.append(f"{'creating new' if new else 'using existing'} layer {layer.digest}")
     statuses += ["writing manifest", "success"]
-    if field(body, "stream", bool, True):
+    if stream:
         lines = "".join(json.dumps({"status": s}) + "\n" for s in statuses)
         return Response(lines, mimetype="application/x-ndjson")
     return jsonify({"status": "success"})
+
+
+def _quantized(store: ModelStore, name: str, layer: Layer, manifest: dict[str, Any],
+               goal: str, stream: bool) -> Response:
+    """Queue the quantize job (400 first for a type or weights it cannot do) and relay its
+    progress lines; it goes on if the client hangs up, as a pull does."""
+    kind = quantize.target(goal)
+    quantize.check_source(gguf.read_metadata(store.blob_path(layer.digest)), kind)
+    adapters = [{"digest": a.digest, "size": a.size} for a in manifest["adapters"]]
+    req = QuantizeRequest(model=name, source=layer.digest, quantize=kind,
+                          manifest={**manifest, "adapters": adapters}, stream=stream)
+    return progress(follow(JobKind.QUANTIZE, req, resolve=False).events, stream)
 
 
 @bp.post("/show")

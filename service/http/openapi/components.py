@@ -72,7 +72,9 @@ def ollama() -> dict[str, Schema]:
             "adapters": {"type": "object", "additionalProperties": _STRING},
             "template": _STRING, "system": _STRING, "parameters": ref("Options"),
             "license": {"anyOf": [_STRING, _array(_STRING)]},
-            "messages": _array(ref("Message")), "stream": _BOOL}},
+            "messages": _array(ref("Message")), "stream": _BOOL,
+            "quantize": {**_STRING, "description": "write F16/BF16/F32 weights at this type "
+                         "(q4_K_M, q8_0, ...) on a worker first"}}},
         "GenerateResponse": _object(["model", "response", "done"], response=_STRING,
                                     thinking=_STRING, **reply),
         "ChatResponse": _object(["model", "message", "done"], message=ref("Message"), **reply),
