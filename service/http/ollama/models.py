@@ -17,8 +17,8 @@ from service.core.errors import InvalidRequest, NotFound
 from service.core.fields import field
 from service.http import access
 from service.http.inputs import json_body
-from service.http.services import services
 from service.http.relay import follow, progress
+from service.http.services import services
 from service.jobs import control
 from service.jobs.kinds import JobKind
 from service.jobs.requests import QuantizeRequest
