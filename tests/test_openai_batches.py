@@ -193,3 +193,17 @@ def test_bad_batch_requests_name_the_param(api, kwargs, param):
                            completion_window="24h")
     assert api.batches.list().data == []
 
+
+
+def test_batch_lines_answer_with_logprobs_as_a_live_request_does(api, worker):
+    line = chat_line(7, logprobs=True, top_logprobs=2)
+    batch = poll(api, api.batches.create(input_file_id=upload(api, [line]).id,
+                                         endpoint="/v1/chat/completions",
+                                         completion_window="24h").id)
+    [item] = jsonl(api.files.content(batch.output_file_id))
+    choice = item["response"]["body"]["choices"][0]
+    entries = choice["logprobs"]["content"]
+    assert "".join(e["token"] for e in entries) == choice["message"]["content"]
+    assert all(len(e["top_logprobs"]) == 2 for e in entries)
+    live = api.chat.completions.create(**line["body"])
+    assert [e.token for e in live.choices[0].logprobs.content] == [e["token"] for e in entries]

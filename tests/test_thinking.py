@@ -152,3 +152,23 @@ def test_a_reasoning_field_that_is_not_text_is_a_400_naming_it(client):
     res = client.post("/api/chat", json={"model": THINKER, "messages": bad})
     assert res.status_code == 400
     assert res.get_json()["error"] == "invalid field 'messages[1].thinking': expected a string"
+
+
+def test_a_batch_lines_answer_is_split_as_a_live_answer_is(worker, api):
+    """A batch's output file is built from the job record (its reply), not parsed again."""
+    import io
+    import json
+
+    from tests.test_openai_batches import poll
+
+    body = {"model": THINKER, "messages": HI, "max_tokens": 24, "temperature": 0, "seed": 1}
+    line = {"custom_id": "t", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    file = api.files.create(file=("t.jsonl", io.BytesIO(json.dumps(line).encode())),
+                            purpose="batch")
+    batch = poll(api, api.batches.create(input_file_id=file.id, completion_window="24h",
+                                         endpoint="/v1/chat/completions").id)
+    [item] = [json.loads(x) for x in api.files.content(batch.output_file_id).text.splitlines()]
+    message = item["response"]["body"]["choices"][0]["message"]
+    live = api.chat.completions.create(**body).choices[0].message
+    assert message["reasoning_content"] == live.reasoning_content and message["reasoning_content"]
+    assert message["content"] == live.content and "<think>" not in message["content"]
