@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 
 from celery import Celery
-from celery.signals import worker_shutdown
+from celery.signals import task_received, worker_shutdown
 from kombu import Queue
 
 from service.core.db import upgrade
 from service.core.settings import Settings
 from service.jobs.queue import celery_config, consumed_queues
 from workers import tasks
+from workers.arrivals import Arrivals
 from workers.runtime import Runtime
 
 
@@ -34,6 +35,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         Queue(name, routing_key=name) for name in consumed_queues(settings.queues)
     ]
     app.corral_settings = settings
+    app.corral_arrivals = Arrivals()
+    app.corral_received = app.corral_arrivals.on_received(app)  # held: signals keep weak refs
+    task_received.connect(app.corral_received)
     app.corral_runtime = None
     app.corral_lock = threading.Lock()
     tasks.register(app, lambda: runtime(app))
@@ -45,7 +49,8 @@ def runtime(app: Celery) -> Runtime:
     with app.corral_lock:
         if app.corral_runtime is None:
             upgrade(app.corral_settings.database)
-            app.corral_runtime = Runtime(app.corral_settings)
+            app.corral_runtime = Runtime(app.corral_settings,
+                                         arrivals=app.corral_arrivals)
         return app.corral_runtime
 
 

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import llama_cpp
 import numpy as np
@@ -48,6 +49,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# How long an idle engine holds its first step for requests already in the worker (claimed,
+# not yet submitted): they are a few ms apart, and one prefill step costs tens of ms.
+GATHER_S = 0.03
+GATHER_LOOK_S = 0.002
+
+
 class Engine:
     """Serve many sequences from one model with continuous batching on one decode thread."""
 
@@ -61,6 +68,7 @@ class Engine:
         n_threads: int | None = None,
         lora_path: str | None = None,
         prefix_cache: bool = True,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
         if not 1 <= n_parallel <= llama_cpp.llama_max_parallel_sequences():
             raise ValueError(f"n_parallel must be 1..{llama_cpp.llama_max_parallel_sequences()}")
@@ -71,6 +79,7 @@ class Engine:
         self.n_ctx_per_seq = n_ctx_per_seq
         self.n_batch = max(n_batch, n_parallel)  # every generating sequence needs a batch row
         self.prefix_cache = prefix_cache
+        self._arriving = arriving or (lambda: 0)  # requests on their way (workers/arrivals)
         self._model = None
         self._ctx = None
         llama_loader.init_backend()
@@ -236,16 +245,34 @@ class Engine:
         self._drain(error)
 
     def _wait_and_admit(self) -> bool:
-        """Block while there is nothing to do; admit waiting requests into free sequence ids."""
+        """Block while there is nothing to do; admit waiting requests into free sequence ids.
+
+        Starting from idle, wait up to GATHER_S while requests are still on their way (see
+        workers/arrivals) and slots are free for them, so they share the first prefill step.
+        """
         with self._cond:
             while not self._closing and not self._waiting and self._n_busy == 0:
                 self._cond.wait()
+            if self._n_busy == 0:
+                self._gather()
             if self._closing:
                 return False
             admitted = self._take_waiting()
         for request in admitted:
             self._admit(request)
         return True
+
+    def _gather(self) -> None:
+        """Wait (holding the condition's lock, released while waiting) for the requests on
+        their way, up to GATHER_S; each submit wakes this, and a job that ends without one
+        is seen at the next look (every GATHER_LOOK_S)."""
+        deadline = time.monotonic() + GATHER_S
+        while (not self._closing and self._arriving() > 0
+               and len(self._waiting) < self.n_parallel):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(min(left, GATHER_LOOK_S))
 
     def _take_waiting(self) -> list[Request]:
         """Pop requests for the free ids, FIFO, while the pool has room for their prompts;

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -17,6 +17,7 @@ import redis
 from service.core.settings import Settings
 from service.jobs.records import JobStatus, JobStore
 from service.models.store import ModelStore
+from workers.arrivals import Arrivals
 from workers.model_pool import ModelPool
 
 
@@ -59,6 +60,7 @@ class JobContext:
     pool: ModelPool
     streams: Streams
     loaded_changed: Callable[[], None]  # tell the fleet at once what is loaded now
+    arrivals: Arrivals = field(default_factory=Arrivals)  # jobs not yet at their engine
 
     def finish(self, job_id: str, status: JobStatus, **record: Any) -> bool:
         """Record the end of a job this worker holds; False if it no longer holds it (its

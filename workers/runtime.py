@@ -15,28 +15,31 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
 import redis
 
 from service.batches.store import BatchStore, Feeder
-from service.core.db import make_engine, make_sessionmaker
+from service.core.db import make_engine, make_sessionmaker, now
 from service.core.errors import CorralError
 from service.core.settings import Settings
 from service.jobs.control import Listener
 from service.jobs.events import RETRYING, Publisher, Subscriber, retrying
 from service.jobs.kinds import KINDS, JobKind
 from service.jobs.leases import LeaseSweeper
-from service.jobs.queue import JobQueue, make_producer
+from service.jobs.queue import JobQueue, consumed_queues, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
 from service.models.store import Model, ModelStore
+from workers.arrivals import Arrivals
 from workers.heartbeat import Heartbeat
 from workers.job_context import JobContext, Streams
 from workers.model_pool import ModelPool
 
 log = logging.getLogger(__name__)
 BATCH_SWEEP_SECONDS = 30
+ARRIVING_S = 1.0  # a job queued this recently is still on its way to a worker
 
 Handler = Callable[[Job, JobContext, Publisher], None]
 
@@ -51,7 +54,8 @@ def handler_for(kind: str) -> Handler:
 class Runtime:
     """Per-process worker state, created lazily by the Celery app on the first task."""
 
-    def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None,
+                 arrivals: Arrivals | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
         # Names this process in the fleet and on every lease it holds.
@@ -59,6 +63,8 @@ class Runtime:
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.db = make_engine(settings.database)
         self.jobs = JobStore(make_sessionmaker(self.db))
+        self.arrivals = arrivals or Arrivals()
+        self.arrivals.expected = self._expected
         self.store = ModelStore(settings.models_dir)
         # Batch lines are fed by the worker that finishes the previous one (service.batches).
         queue = JobQueue(make_producer(settings, settings.redis_url), self.jobs, self.redis,
@@ -75,7 +81,8 @@ class Runtime:
                                    worker_id=self.worker_id, keep_alive=settings.keep_alive,
                                    context_length=settings.num_ctx)
         self.context = JobContext(settings, self.hostname, self.worker_id, self.redis, self.jobs,
-                                  self.store, self.pool, self.streams, self.heartbeat.publish)
+                                  self.store, self.pool, self.streams, self.heartbeat.publish,
+                                  self.arrivals)
         self.control = Listener(self.redis, {"unload": self._on_unload,
                                              "cancel": self._on_cancel})
         self._stop = threading.Event()
@@ -95,7 +102,15 @@ class Runtime:
             n_ctx_per_seq=self.settings.num_ctx,
             n_threads=self.settings.threads,
             lora_path=adapter,
+            arriving=self.arrivals.pending,
         )
+
+    def _expected(self) -> list[str]:
+        """Decode jobs queued for this worker's queues in the last ARRIVING_S (see
+        workers/arrivals): their messages are on their way here."""
+        since = now() - timedelta(seconds=ARRIVING_S)
+        return self.jobs.queued_ids(consumed_queues(self.settings.queues),
+                                    (JobKind.GENERATE.value, JobKind.CHAT.value), since)
 
     def _details(self, name: str) -> dict[str, Any]:
         """A loaded model's details for /api/ps; {} when its name no longer resolves."""
@@ -158,6 +173,7 @@ class Runtime:
 
     def run(self, job_id: str) -> None:
         """Claim and run one job, then feed its batch's next lines if it has a batch."""
+        self.arrivals.arrived(job_id)  # (again, when no signal counted it: a direct call)
         job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device,
                               owner=self.worker_id, lease=self.settings.lease)
         try:
@@ -166,6 +182,7 @@ class Runtime:
             else:  # cancelled, timed out or run by another worker: only its batch moves
                 job = self.jobs.get(job_id)
         finally:
+            self.arrivals.settled(job_id)
             if job is not None and job.batch_id:  # a /jobs "batch" label has no row: fine
                 self.feeder.notify(job.batch_id)
 

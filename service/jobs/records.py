@@ -307,6 +307,16 @@ class JobStore:
         with self.sessions() as session:
             return int(session.scalar(query) or 0)
 
+    def queued_ids(self, queues: Iterable[str], kinds: Iterable[str], since: datetime,
+                   limit: int = 64) -> list[str]:
+        """Ids of jobs of `kinds` queued on `queues` since `since`: the ones on their way to
+        a worker of those queues (workers/arrivals)."""
+        query = select(Job.id).where(Job.status == _QUEUED, Job.queue.in_(list(queues)),
+                                     Job.kind.in_(list(kinds)), Job.created_at >= since
+                                     ).limit(limit)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
     def waiting_by_model(self) -> dict[str, int]:
         """Queued jobs per model, for `corral ps` and /api/ps."""
         query = (select(Job.model, func.count()).where(Job.status == JobStatus.QUEUED.value)

@@ -81,6 +81,7 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     tokens = fit_prompt(engine.tokenize(prompt), engine.context_limit(options), bos=engine.bos_id,
                         num_predict=options.num_predict,
                         truncate=job.request.get("truncate", True) is not False)
+    ctx.arrivals.settled(job.id)  # here now: an idle engine need not wait for it (arrivals)
     try:
         stream = engine.submit(tokens, options)
     except ValueError as exc:  # a grammar llama.cpp cannot parse (GrammarError), no tokens
