@@ -74,3 +74,91 @@ def test_pending_counts_received_and_expected_jobs_once():
 
     arrivals.expected = broken
     assert arrivals.pending() == 1  # what was received still counts
+
+
+# ---- interactive first -------------------------------------------------------------------
+
+LONG = Options(temperature=0.0, num_predict=48)
+
+
+@pytest.fixture(scope="module")
+def two_slots():
+    with Engine(MODEL, n_parallel=2, n_ctx_per_seq=512) as engine:
+        yield engine
+
+
+def streamed(stream) -> str:
+    return "".join(stream)
+
+
+def test_an_interactive_request_takes_a_batch_sequences_slot_and_the_batch_loses_nothing(
+        two_slots):
+    engine = two_slots
+    prompts = ["Write a long story about a cat.", "Write a long story about a dog."]
+    alone = [engine.submit(chat(engine, p), LONG).result() for p in prompts]  # not batch
+    before = engine.pauses
+    lines = [engine.submit(chat(engine, p), LONG, batch=True) for p in prompts]
+    texts: list[str] = ["", ""]
+    ended: list[float] = [0.0, 0.0]
+
+    def read(i: int) -> None:
+        texts[i] = streamed(lines[i])
+        ended[i] = time.perf_counter()
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for reader in readers:
+        reader.start()
+    while not all(len(s.tokens) >= 4 for s in lines):  # both lines hold a slot, generating
+        time.sleep(0.005)
+    asked = time.perf_counter()
+    chat_stream = engine.submit(chat(engine, "Say hi."), Options(temperature=0.0, num_predict=4))
+    answer = chat_stream.result()
+    answered = time.perf_counter()
+    for reader in readers:
+        reader.join()
+    results = [s.completion for s in lines]
+    assert engine.pauses > before  # a batch sequence gave its slot up
+    assert answer.eval_count > 0
+    # The chat was answered while both lines still ran: it did not wait for one to end.
+    assert answered < min(ended)
+    print(f"\nchat first token {1000 * (chat_stream.first_token_time - asked):.0f} ms after "
+          f"it was asked, both slots held by batch lines")
+    for line, text, result, solo in zip(lines, texts, results, alone, strict=True):
+        assert result.done_reason == "length" and result.eval_count == LONG.num_predict
+        assert len(line.tokens) == LONG.num_predict  # no token lost, none repeated
+        assert text == result.text  # what was streamed is the whole answer, once
+        assert engine.detokenize(line.tokens).startswith(result.text[:16])
+        # Greedy, paused and resumed, it says what it said uninterrupted (batched numerics
+        # may part late; the opening must agree).
+        assert result.text[:40] == solo.text[:40]
+
+
+def test_a_paused_sequence_that_is_cancelled_ends_and_frees_its_sampler(two_slots):
+    engine = two_slots
+    lines = [engine.submit(chat(engine, f"Count to {n}00."), LONG, batch=True) for n in (1, 2)]
+    while not all(len(s.tokens) >= 2 for s in lines):
+        time.sleep(0.005)
+    before = engine.pauses
+    chat_stream = engine.submit(chat(engine, "Write a poem."), LONG)
+    while engine.pauses == before:
+        time.sleep(0.002)
+    for line in lines:
+        line.cancel()
+    chat_stream.result()
+    results = [line.result() for line in lines]
+    assert {r.done_reason for r in results} == {"cancel"}
+    assert engine.active() == 0
+
+
+def test_admission_order_and_victims():
+    from types import SimpleNamespace as NS
+
+    from workers.scheduler import admission_order, victims
+
+    a, b, c = NS(batch=True, tokens=[1]), NS(batch=False, tokens=[2]), NS(batch=True, tokens=[3])
+    paused = NS(batch=True, tokens=[4])
+    assert admission_order([a, b, c], [paused]) == [b, paused, a, c]
+    running = [NS(batch=True, n_past=50), NS(batch=False, n_past=1), NS(batch=True, n_past=9)]
+    assert victims(running, 1) == [running[2]]
+    assert victims(running, 5) == [running[2], running[0]]
+    assert victims(running, 0) == []

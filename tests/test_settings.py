@@ -80,7 +80,7 @@ def test_an_absurd_keep_alive_setting_is_forever():
 @pytest.mark.parametrize(("text", "seconds"), [("25ms", 0.025), ("0", 0.0), ("0.1", 0.1),
                                                 ("1s", 1.0)])
 def test_stream_interval_is_a_duration_in_seconds(text, seconds):
-    assert Settings.from_env({}).stream_interval == pytest.approx(0.05)
+    assert Settings.from_env({}).stream_interval == pytest.approx(0.04)
     value = Settings.from_env({"CORRAL_STREAM_INTERVAL": text}).stream_interval
     assert value == pytest.approx(seconds)
 

@@ -167,13 +167,17 @@ class Running:
         return self.n
 
 
-def test_the_pace_grows_with_the_sequences_the_engine_runs():
+def test_an_interactive_pace_holds_whatever_the_load_and_a_batch_lines_grows_with_it():
     engine = Running(0)
-    pace = stream_pace(0.025, engine, batch=False)
-    assert pace() == pytest.approx(0.025)  # an idle engine (a job just ended) counts as one
-    engine.n = 4
-    assert pace() == pytest.approx(0.1)  # read at each call: the pace follows the load
+    pace = stream_pace(0.04, engine, batch=False)
+    assert pace() == pytest.approx(0.04)
+    engine.n = 8
+    assert pace() == pytest.approx(0.04)  # a reader sees pieces as often at any load
     assert stream_pace(0.0, engine, batch=False)() == 0.0  # 0 still streams every token
+    lines = stream_pace(0.25, engine, batch=True)
+    assert lines() == pytest.approx(2.0)  # read at each call: the pace follows the load
+    engine.n = 0
+    assert lines() == pytest.approx(BATCH_STREAM_INTERVAL)  # an idle engine counts as one
 
 
 def test_batch_lines_are_paced_at_least_once_a_second():

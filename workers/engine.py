@@ -28,7 +28,7 @@ from collections.abc import Callable
 import llama_cpp
 import numpy as np
 
-from workers import llama_loader, logprobs
+from workers import llama_loader, logprobs, scheduler
 from workers.llama_batch import TokenBatch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
@@ -110,6 +110,8 @@ class Engine:
         self._ticket = itertools.count(1)
         self._n_busy = 0
         self._waiting: deque[Request] = deque()
+        self._paused: deque[Sequence] = deque()  # batch sequences that gave up their ids
+        self.pauses = 0  # batch sequences paused for interactive work, since start
         self._cond = threading.Condition()
         self._closing = False
         self._failure: str | None = None
@@ -149,9 +151,13 @@ class Engine:
         return self._vocab.detokenize(tokens)
 
     def submit(
-        self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0
+        self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0,
+        batch: bool = False,
     ) -> Stream:
         """Queue a sequence and return its stream at once; it joins at the next decode step.
+
+        batch=True marks a batch line: interactive requests go first, and one arriving while
+        every id is busy takes a batch sequence's id, which resumes later (workers/scheduler).
 
         keep_logits=N copies the first N next-token logits rows onto `Stream.logits` (for tests).
         Raises ValueError for an empty prompt, unknown token ids, a prompt that leaves no room
@@ -175,7 +181,7 @@ class Engine:
         # set-up (parsing a grammar, feeding the prompt to the penalties) never delays a step.
         self._check_open()  # the vocabulary is freed with the model
         sampler = build_sampler(self._vocab.ptr, self._vocab.n_tokens, options, tokens)
-        request = Request(list(tokens), options, Stream(keep_logits), limit, sampler)
+        request = Request(list(tokens), options, Stream(keep_logits), limit, sampler, batch)
         with self._cond:
             try:
                 self._check_open()
@@ -193,8 +199,8 @@ class Engine:
         return min(num_ctx if num_ctx > 0 else self.n_ctx_per_seq, self.max_ctx)
 
     def active(self) -> int:
-        """Return the number of sequences admitted or waiting."""
-        return self._n_busy + len(self._waiting)
+        """Return the number of sequences admitted, paused or waiting."""
+        return self._n_busy + len(self._waiting) + len(self._paused)
 
     def close(self) -> None:
         """Stop the decode thread, cancel every stream, free the context and model; idempotent."""
@@ -251,15 +257,19 @@ class Engine:
         workers/arrivals) and slots are free for them, so they share the first prefill step.
         """
         with self._cond:
-            while not self._closing and not self._waiting and self._n_busy == 0:
+            while (not self._closing and not self._waiting and not self._paused
+                   and self._n_busy == 0):
                 self._cond.wait()
             if self._n_busy == 0:
                 self._gather()
             if self._closing:
                 return False
             admitted = self._take_waiting()
-        for request in admitted:
-            self._admit(request)
+        for item in admitted:
+            if isinstance(item, Sequence):
+                self._resume(item)
+            else:
+                self._admit(item)
         return True
 
     def _gather(self) -> None:
@@ -274,22 +284,49 @@ class Engine:
                 return
             self._cond.wait(min(left, GATHER_LOOK_S))
 
-    def _take_waiting(self) -> list[Request]:
-        """Pop requests for the free ids, FIFO, while the pool has room for their prompts;
-        cancelled waiting requests end here."""
+    def _take_waiting(self) -> list[Request | Sequence]:
+        """Take work for the free ids in scheduler order (interactive, paused, batch) while
+        the pool has room for it, first pausing batch sequences whose ids interactive
+        requests need; cancelled waiting and paused work ends here."""
         for request in [r for r in self._waiting if r.stream.cancelled]:
             self._waiting.remove(request)
             request.drop(Completion("cancel", 0, 0, 0, 0, ""))
+        for seq in [s for s in self._paused if s.stream.cancelled]:
+            self._paused.remove(seq)
+            self._complete(seq, "cancel")
+        wanted = sum(1 for r in self._waiting if not r.batch) - (self.n_parallel - self._n_busy)
+        for seq in scheduler.victims(self._active(), wanted):
+            self._pause(seq)
         free = self.n_parallel - self._n_busy
         room = self.n_ctx - sum(len(s.tokens) for s in self._slots if s is not None)
-        taken: list[Request] = []
-        while self._waiting and len(taken) < free:
-            need = len(self._waiting[0].tokens) + 1  # its prompt and a first token
+        taken: list[Request | Sequence] = []
+        for item in scheduler.admission_order(self._waiting, self._paused):
+            if len(taken) == free:
+                break
+            need = len(item.tokens) + 1  # its tokens and a next one
             if need > room and (taken or self._n_busy):
                 break  # it waits for running sequences to end; nothing overtakes it
             room -= need
-            taken.append(self._waiting.popleft())
+            taken.append(item)
+        for item in taken:
+            (self._paused if isinstance(item, Sequence) else self._waiting).remove(item)
         return taken
+
+    def _pause(self, seq: Sequence) -> None:
+        """Take a batch sequence off its id for interactive work; its KV stays as that id's
+        prefix cache, so resuming on it (if no one took its cells) re-evaluates nothing."""
+        self._release(seq, keep_cache=True)
+        seq.pauses += 1
+        self.pauses += 1
+        self._paused.append(seq)
+
+    def _resume(self, seq: Sequence) -> None:
+        """Put a paused sequence back on the free id that kept most of its KV."""
+        seq_id, keep = self._place(seq.resume_tokens())
+        seq.resume(seq_id, keep)
+        seq.order = next(self._ticket)
+        self._slots[seq_id] = seq
+        self._n_busy += 1
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
@@ -350,8 +387,8 @@ class Engine:
                 plan.append((seq, 1, index))
         for seq in active:
             if seq.prefilling and budget > 0:
-                k = min(budget, seq.n_prompt - seq.n_past)
-                last = seq.n_past + k == seq.n_prompt
+                k = min(budget, seq.n_eval - seq.n_past)
+                last = seq.n_past + k == seq.n_eval and seq.sample_after_eval
                 chunk = seq.tokens[seq.n_past : seq.n_past + k]
                 index = self._batch.add(seq.seq_id, chunk, seq.n_past, last)
                 plan.append((seq, k, index if last else -1))
@@ -434,12 +471,16 @@ class Engine:
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         """End seq: free its sampler and id, keep its KV as a prefix cache, complete its stream."""
+        self._release(seq, keep_cache=True)
+        self._complete(seq, reason)
+
+    def _complete(self, seq: Sequence, reason: str) -> None:
+        """Free seq's sampler, flush its held text and end its stream (its id is free)."""
         seq.free_sampler()
         tail = seq.text.flush()
         if tail:
             seq.pieces.append(tail)
         self._emit(seq, tail)
-        self._release(seq, keep_cache=True)
         eval_ns = seq.last_token_ns - seq.prompt_end_ns if seq.n_generated else 0
         seq.stream._end(
             Completion(
@@ -477,6 +518,8 @@ class Engine:
             self._fail(self._active(), error)
         for seq in self._active():
             self._finish(seq, "cancel")
+        while self._paused:
+            self._complete(self._paused.popleft(), "cancel")
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
         for request in waiting:

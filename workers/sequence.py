@@ -25,6 +25,7 @@ class Request:
     stream: Stream
     limit: int  # this sequence's context: prompt + generated tokens stay below it
     sampler: llama_cpp.llama_sampler_p  # built by submit; the Sequence then owns it
+    batch: bool = False  # a batch line: it yields its slot to interactive work (scheduler)
 
     def drop(self, completion: Completion | None, error: str | None = None) -> None:
         """End a request that never became a sequence, freeing its sampler."""
@@ -38,8 +39,12 @@ class Sequence:
     def __init__(self, seq_id: int, req: Request, cached: int, order: int) -> None:
         self.seq_id = seq_id
         self.order = order
+        self.batch = req.batch
         self.tokens = list(req.tokens)  # prompt, then generated tokens
         self.n_prompt = len(req.tokens)
+        self.n_eval = self.n_prompt  # tokens to evaluate before the next sample
+        self.sample_after_eval = True  # false once resumed: its next token is sampled already
+        self.pauses = 0  # times it gave its slot to interactive work
         self.n_past = cached
         self.cached = cached
         self.options = req.options
@@ -57,7 +62,21 @@ class Sequence:
     @property
     def prefilling(self) -> bool:
         """Whether prompt tokens remain to be evaluated (else the last token awaits decoding)."""
-        return self.n_past < self.n_prompt
+        return self.n_past < self.n_eval
+
+    def resume_tokens(self) -> list[int]:
+        """What the KV must hold again before a paused sequence goes on: its prompt, or once
+        it has generated, every token but the last sampled one (which the next step feeds)."""
+        return self.tokens[:-1] if self.n_generated else self.tokens[: self.n_prompt]
+
+    def resume(self, seq_id: int, cached: int) -> None:
+        """Continue on `seq_id`, whose KV holds the first `cached` of resume_tokens(): the
+        rest is evaluated without sampling, then generation goes on where it stopped."""
+        self.seq_id = seq_id
+        self.n_past = cached
+        if self.n_generated:
+            self.n_eval = len(self.tokens) - 1
+            self.sample_after_eval = False
 
     def free_sampler(self) -> None:
         """Free the sampler chain once, even if a failure path reaches here a second time."""

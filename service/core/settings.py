@@ -290,10 +290,10 @@ class Settings:
         "CORRAL_MAX_REQUEST_BYTES", "32MB", _size,
         "Largest JSON request body read (larger is 413); room for base64 images in a chat")
     stream_interval: float = setting(
-        "CORRAL_STREAM_INTERVAL", "50ms", _interval,
-        "Shortest time between two streamed chunks of one job, times the sequences its "
-        "model is running; the first token leaves at once, later tokens are joined "
-        "(0 = one chunk per token)")
+        "CORRAL_STREAM_INTERVAL", "40ms", _interval,
+        "Shortest time between two streamed chunks of one interactive job (batch lines: "
+        "that times the sequences running, at least 1 s); the first token leaves at once, "
+        "later tokens are joined (0 = one chunk per token)")
     lease: float = setting(
         "CORRAL_LEASE", "15s", _positive_duration,
         "How long a worker's hold on a running job lasts unrenewed; after it, the job goes "

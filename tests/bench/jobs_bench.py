@@ -13,6 +13,9 @@ calls it inside `make bench`); `__main__` starts one itself.
 - engine tokens/s: the worker's raw throughput on the same model: corral's Engine in this
   process, as many sequences in parallel as the batch ran at once, the same prompts and
   token counts, no queue, no HTTP, no database.
+- chats under a batch: the time to first token of a streamed /api/chat (16 tokens) on the
+  idle server, then while a BUSY_LINES-line batch of BUSY_PREDICT tokens a line holds every
+  slot; and that batch's tokens/s with the chats beside it against the same batch alone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ CLIENTS = 8
 LINES = 1000
 N_PREDICT = 16
 ENGINE_REQUESTS = 200
+BUSY_LINES, BUSY_PREDICT = 40, 128
+CHATS = 8
 
 
 def _call(method: str, url: str, body: bytes | None = None,
@@ -83,15 +88,26 @@ def batch_lines(lines: int, n_predict: int) -> bytes:
                    for n in range(lines)).encode()
 
 
-def batch_throughput(base_url: str, lines: int = LINES, n_predict: int = N_PREDICT) -> dict:
-    """Run one batch to its end; tokens over the batch's created → completed time."""
+def start_batch(base_url: str, lines: int, n_predict: int) -> dict:
     status, batch = _call("POST", f"{base_url}/batches?model={MODEL}",
                           batch_lines(lines, n_predict), {"Content-Type": "application/x-ndjson"})
     if status != 201:
         raise RuntimeError(f"POST /batches answered {status}: {batch}")
-    while batch["status"] not in ("completed", "failed", "cancelled", "expired"):
+    return batch
+
+
+def ended(base_url: str, batch: dict) -> bool:
+    batch.update(_call("GET", f"{base_url}/batches/{batch['id']}")[1])
+    return batch["status"] in ("completed", "failed", "cancelled", "expired")
+
+
+def batch_throughput(base_url: str, lines: int = LINES, n_predict: int = N_PREDICT,
+                     batch: dict | None = None) -> dict:
+    """Run one batch to its end (or follow `batch`, started already); tokens over the batch's
+    created → completed time."""
+    batch = batch or start_batch(base_url, lines, n_predict)
+    while not ended(base_url, batch):
         time.sleep(0.5)
-        batch = _call("GET", f"{base_url}/batches/{batch['id']}")[1]
     with urllib.request.urlopen(f"{base_url}/batches/{batch['id']}/results") as res:
         rows = [json.loads(x) for x in res.read().splitlines() if x.strip()]
     wall = (_time(batch["completed_at"]) - _time(batch["created_at"])).total_seconds()
@@ -152,6 +168,46 @@ def default_model_file() -> str:
                "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def chat_ttft(base_url: str) -> float:
+    """Milliseconds to the first answer text of a streamed /api/chat of 16 tokens."""
+    body = json.dumps({"model": MODEL, "stream": True,
+                       "messages": [{"role": "user", "content": "Say hi to me."}],
+                       "options": {"temperature": 0, "num_predict": 16}}).encode()
+    req = urllib.request.Request(f"{base_url}/api/chat", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    started = time.perf_counter()
+    first = None
+    with urllib.request.urlopen(req, timeout=300) as res:
+        for line in res:
+            item = json.loads(line)
+            if first is None and item.get("message", {}).get("content"):
+                first = time.perf_counter()
+    return 1000 * ((first or time.perf_counter()) - started)
+
+
+def chats_under_batch(base_url: str) -> dict:
+    """Chats on the idle server, the batch alone, then chats while the batch runs."""
+    idle = sorted(chat_ttft(base_url) for _ in range(CHATS))
+    alone = batch_throughput(base_url, BUSY_LINES, BUSY_PREDICT)
+    batch = start_batch(base_url, BUSY_LINES, BUSY_PREDICT)
+    time.sleep(2.0)  # every slot held by a line
+    busy = []
+    while len(busy) < CHATS and not ended(base_url, batch):
+        busy.append(chat_ttft(base_url))
+        time.sleep(0.3)
+    beside = batch_throughput(base_url, batch=batch)
+    busy.sort()
+    idle_p50, busy_p50 = idle[len(idle) // 2], busy[len(busy) // 2] if busy else None
+    return {"idle_ttft_ms": [round(x, 1) for x in idle],
+            "busy_ttft_ms": [round(x, 1) for x in busy],
+            "idle_ttft_p50_ms": round(idle_p50, 1),
+            "busy_ttft_p50_ms": None if busy_p50 is None else round(busy_p50, 1),
+            "ttft_ratio": None if busy_p50 is None else round(busy_p50 / idle_p50, 2),
+            "batch_alone_tokens_per_s": alone["tokens_per_s"],
+            "batch_with_chats_tokens_per_s": beside["tokens_per_s"],
+            "batch_ratio": round(beside["tokens_per_s"] / alone["tokens_per_s"], 3)}
+
+
 def run(base_url: str, model_file: str | None = None, lines: int = LINES) -> dict:
     """Every figure against the corral at base_url (with smollm2:135m registered).
 
@@ -162,8 +218,10 @@ def run(base_url: str, model_file: str | None = None, lines: int = LINES) -> dic
     accepted = accept_rate(base_url)
     batch = batch_throughput(base_url, lines)
     engine = engine_throughput(model_file or default_model_file(), max(1, batch["parallel"]))
+    under = chats_under_batch(base_url)
     return {"cpu_busy_before": busy, "post_jobs": accepted, "batch": batch, "engine": engine,
-            "batch_vs_engine": round(batch["tokens_per_s"] / engine["tokens_per_s"], 3)}
+            "batch_vs_engine": round(batch["tokens_per_s"] / engine["tokens_per_s"], 3),
+            "under_batch": under}
 
 
 def main() -> None:

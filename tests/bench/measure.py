@@ -12,10 +12,14 @@ the first generated text arrives, `last` at the last one, `tokens` as the system
   first token pools all rounds. Before round 1 every system decodes each prompt once, so all
   start with the same caches (corral's and llama-server's prefix caches included).
 - time to first token: first - sent, p50 and p95.
+- chunks per answer: how many pieces of text a request's stream delivered (llama-server and
+  Ollama send one per token); inter-chunk gap: the time between two pieces of one stream,
+  p50 and p95 over every gap of the level's rounds: what a reader watching text appear sees.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -55,13 +59,15 @@ class Sample:
     end: float = 0.0
     tokens: int = 0
     error: str | None = None
+    chunks: list[float] = field(default_factory=list)  # arrival time of each piece of text
 
     def token(self) -> None:
-        """Note the arrival of generated text."""
+        """Note the arrival of a piece of generated text."""
         now = time.perf_counter()
         if self.first is None:
             self.first = now
         self.last = now
+        self.chunks.append(now)
 
 
 @dataclass
@@ -78,6 +84,9 @@ class Level:
     request_tps: float
     ttft_p50_ms: float
     ttft_p95_ms: float
+    chunks_mean: float = 0.0
+    gap_p50_ms: float = 0.0
+    gap_p95_ms: float = 0.0
     errors: int = 0
     notes: dict = field(default_factory=dict)
 
@@ -101,6 +110,8 @@ def summarise(system: str, concurrency: int, rounds: list[list[Sample]]) -> Leve
     rates = [(s.tokens - 1) / (s.last - s.first) for s in best if s.tokens > 1 and s.last > s.first]
     ttft = [(s.first - s.sent) * 1000 for s in good]
     tokens = [s.tokens for s in good]
+    gaps = [(b - a) * 1000 for s in good
+            for a, b in itertools.pairwise(s.chunks)] or [0.0]
     return Level(
         system=system,
         concurrency=concurrency,
@@ -112,6 +123,9 @@ def summarise(system: str, concurrency: int, rounds: list[list[Sample]]) -> Leve
         request_tps=float(np.mean(rates)) if rates else 0.0,
         ttft_p50_ms=float(np.percentile(ttft, 50)),
         ttft_p95_ms=float(np.percentile(ttft, 95)),
+        chunks_mean=float(np.mean([len(s.chunks) for s in good])),
+        gap_p50_ms=float(np.percentile(gaps, 50)),
+        gap_p95_ms=float(np.percentile(gaps, 95)),
         errors=sum(len(r) for r in rounds) - len(good),
         notes={"rounds_aggregate_tps": [round(tps, 1) for tps, _ in per_round]},
     )

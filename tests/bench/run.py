@@ -4,10 +4,12 @@
 
 (a) llama-cpp-python in process: `Llama` with one sequence, and corral's Engine batched - the
     ceilings; (b) corral through its whole path (a real `corral serve`: HTTP → Redis → worker →
-    pub/sub → HTTP) at concurrency 1, 2, 4, 8; (c) llama.cpp's llama-server -np 4 when a binary is
-    found (`make bench-peers`, or $LLAMA_SERVER). Every system decodes the same raw prompts for
-    64 greedy tokens with threads = cores. Prints one table and the issue's targets, and writes
-    results.json and tokens_per_s.png. See tests/bench/measure.py for what each column means.
+    pub/sub → HTTP) at concurrency 1, 2, 4, 8, 16, and beside it a second one streaming 200 ms
+    chunks (the pace interactive answers had before, at c=4) for paired rounds; (c) llama.cpp's
+    llama-server -np 4 when a binary is found (`make bench-peers`, or $LLAMA_SERVER). Every
+    system decodes the same raw prompts for 64 greedy tokens with threads = cores. Prints one
+    table and the issue's targets, and writes results.json and tokens_per_s.png. See
+    tests/bench/measure.py for what each column means.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from tests.bench.measure import (
 )
 from tests.bench.servers import ROOT, CorralServer, LlamaServer, find_llama_server
 
-LEVELS = (1, 2, 4, 8)
+LEVELS = (1, 2, 4, 8, 16)
 LLAMA = "llama-cpp-python Llama, in process"
 ENGINE = "corral Engine, in process"
 CORRAL = "corral serve (HTTP→Redis→worker→pub/sub→HTTP)"
 PEER = "llama.cpp llama-server -np 4"
+PAIRED = "corral serve, 200 ms chunks (the earlier pace at c=4)"
 
 
 def default_model() -> str:
@@ -142,16 +145,22 @@ def measure_all(model: str, args: argparse.Namespace, threads: int
                               args.out / "corral-serve.log")
         stack.callback(corral.stop)
         extra: dict[str, Any] = {"load_s": corral.load()}
+        paired = CorralServer(home / "paired", model, args.np, threads, args.ctx,
+                              args.out / "corral-serve-paired.log",
+                              CORRAL_STREAM_INTERVAL="200ms")
+        stack.callback(paired.stop)
+        paired.load()
         systems = [System(LLAMA, llama.send, (1,)),
-                   System(f"{ENGINE} (-np {args.np})", engine.send, (1, 4, 8)),
-                   System(CORRAL, corral.send, LEVELS)]
+                   System(f"{ENGINE} (-np {args.np})", engine.send, (1, 4, 8, 16)),
+                   System(CORRAL, corral.send, LEVELS),
+                   System(PAIRED, paired.send, (4,))]
         binary = find_llama_server()
         if binary is None:
             say("llama-server not found: `make bench-peers` builds it (or set LLAMA_SERVER)")
         else:
             peer = LlamaServer(binary, model, 4, threads, args.ctx)
             stack.callback(peer.stop)
-            systems.append(System(PEER, peer.send, (1, 2, 4)))
+            systems.append(System(PEER, peer.send, (1, 2, 4, 16)))
         for system in systems:
             system.warm_up()
         for round_no in range(1, ROUNDS + 1):
@@ -180,10 +189,11 @@ def find(levels: list[Level], system: str, concurrency: int) -> Level | None:
                  x.concurrency == concurrency), None)
 
 
-def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
+def targets(levels: list[Level], memory: dict, extra: dict) -> list[dict[str, Any]]:
     """The issue's targets: each with the measured ratio or margin and whether it is met."""
     llama1, corral1 = find(levels, LLAMA, 1), find(levels, CORRAL, 1)
     corral4, peer4 = find(levels, CORRAL, 4), find(levels, PEER, 4)
+    paired4 = find(levels, PAIRED, 4)
     engine1 = find(levels, ENGINE, 1)
     out = []
 
@@ -191,7 +201,7 @@ def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
             higher: bool, unit: str) -> None:
         met = None if value is None else (value >= goal if higher else value <= goal)
         out.append({"target": name, "value": value, "goal": goal, "met": met, "unit": unit,
-                    "median_rounds": median})
+                    "higher": higher, "median_rounds": median})
 
     def add_ratio(name: str, a: Level | None, b: Level | None, goal: float) -> None:
         """a / b: the best rounds' ratio is the verdict, the median rounds' is shown beside it."""
@@ -203,11 +213,29 @@ def targets(levels: list[Level], memory: dict) -> list[dict[str, Any]]:
     add_ratio("c=1: corral / llama-cpp-python single, aggregate tok/s", corral1, llama1, 0.95)
     add_ratio("c=4: corral aggregate / corral c=1 aggregate", corral4, corral1, 1.5)
     add_ratio("c=4: corral aggregate / llama-server -np 4 aggregate", corral4, peer4, 1.0)
+    add_ratio("c=4: corral aggregate / the same with 200 ms chunks", corral4, paired4, 1.0)
+    add("c=4: TTFT p50, corral / llama-server -np 4",
+        corral4.ttft_p50_ms / peer4.ttft_p50_ms if corral4 and peer4 else None,
+        goal=1.0, higher=False, unit="x")
+    add("c=4: chunks per 64-token answer", corral4.chunks_mean if corral4 else None,
+        goal=32, higher=True, unit="")
+    add("c=4: inter-chunk gap p95", corral4.gap_p95_ms if corral4 else None,
+        goal=60.0, higher=False, unit="ms")
     add("c=1: TTFT p50 added by the queue (corral serve - Engine in process)",
         corral1.ttft_p50_ms - engine1.ttft_p50_ms if corral1 and engine1 else None,
         goal=10.0, higher=False, unit="ms")
     add("worker RSS - (model + KV cache)", memory["rss_mb"] - memory["loaded_mb"]
         if memory.get("worker_pid") else None, goal=200.0, higher=False, unit="MB")
+    jobs = extra.get("jobs_bench") or {}
+    if "batch_vs_engine" in jobs:
+        add("1,000-line batch / bare engine at the same parallelism, tok/s",
+            jobs["batch_vs_engine"], goal=0.95, higher=True, unit="x")
+    busy = jobs.get("under_batch") or {}
+    if busy:
+        add("chat TTFT p50 while a batch saturates the worker / idle",
+            busy["ttft_ratio"], goal=2.0, higher=False, unit="x")
+        add("batch tok/s with chats / alone", busy["batch_ratio"], goal=0.9, higher=True,
+            unit="x")
     return out
 
 
@@ -233,18 +261,20 @@ def ratio(a: Level, b: Level) -> tuple[float, float]:
 
 def print_table(levels: list[Level]) -> None:
     head = (f"{'system':50} {'conc':>4} {'reqs':>4} {'tok/req':>7} {'aggregate tok/s':>15} "
-            f"{'(median)':>8} {'per-request tok/s':>17} {'TTFT p50':>9} {'TTFT p95':>9}")
+            f"{'(median)':>8} {'per-request tok/s':>17} {'TTFT p50':>9} {'TTFT p95':>9} "
+            f"{'chunks':>6} {'gap p50':>8} {'gap p95':>8}")
     print(head)
     print("-" * len(head))
     for x in sorted(levels, key=lambda x: (x.concurrency, _order(x.system))):
         print(f"{x.system:50} {x.concurrency:4d} {x.requests:4d} {x.tokens_mean:7.1f} "
               f"{x.aggregate_tps:15.1f} {x.median_tps:8.1f} {x.request_tps:17.1f} "
               f"{x.ttft_p50_ms:7.1f}ms "
-              f"{x.ttft_p95_ms:7.1f}ms" + (f"  ({x.errors} failed)" if x.errors else ""))
+              f"{x.ttft_p95_ms:7.1f}ms {x.chunks_mean:6.1f} {x.gap_p50_ms:6.1f}ms "
+              f"{x.gap_p95_ms:6.1f}ms" + (f"  ({x.errors} failed)" if x.errors else ""))
 
 
 def _order(system: str) -> int:
-    for i, prefix in enumerate((LLAMA, ENGINE, CORRAL, PEER)):
+    for i, prefix in enumerate((LLAMA, ENGINE, CORRAL, PAIRED, PEER)):
         if system.startswith(prefix):
             return i
     return 9
@@ -299,12 +329,12 @@ def main(argv: list[str] | None = None) -> None:
           f"tok/s from the best of {ROUNDS} interleaved rounds (median beside it), TTFT over all "
           f"rounds\n")
     print_table(levels)
-    goals = targets(levels, extra["memory"])
+    goals = targets(levels, extra["memory"], extra)
     print("\ntargets")
     for t in goals:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.2f}{t['unit']}"
-        sign = ">=" if t["unit"] == "x" else "<="
+        sign = ">=" if t["higher"] else "<="
         median = t["median_rounds"]
         median = "" if median is None else f"  (median rounds: {median:.2f}x)"
         print(f"  {t['target']:68} {value:>9}  (goal {sign} {t['goal']:g}{t['unit']})  {verdict}"

@@ -83,7 +83,7 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
                         truncate=job.request.get("truncate", True) is not False)
     ctx.arrivals.settled(job.id)  # here now: an idle engine need not wait for it (arrivals)
     try:
-        stream = engine.submit(tokens, options)
+        stream = engine.submit(tokens, options, batch=bool(job.batch_id))
     except ValueError as exc:  # a grammar llama.cpp cannot parse (GrammarError), no tokens
         raise InvalidRequest(str(exc)) from None
     with ctx.streams.running(job.id, stream):
@@ -230,21 +230,21 @@ def _load_only(job: Job, ctx: JobContext, model: Model, key: str, keep_alive: An
 
 
 def stream_pace(base: float, engine: LoadedEngine, batch: bool) -> Callable[[], float]:
-    """The time between two text events of a job: CORRAL_STREAM_INTERVAL (`base`) times the
-    sequences its engine is running; batch lines wait at least BATCH_STREAM_INTERVAL.
+    """The time between two text events of a job: CORRAL_STREAM_INTERVAL (`base`) for an
+    interactive job, whatever the load; a batch line's, that times the sequences its engine
+    runs, and at least BATCH_STREAM_INTERVAL.
 
-    Each event costs a wake-up of the job's thread, of Redis, of the API thread and of the
-    client, and on a machine whose cores all decode, each of those takes CPU from the decode.
-    Scaled by the load, an engine publishes about one event per interval however many
-    sequences it runs. Paired runs on 2 cores (interleaved rounds, tokens/s): at concurrency 4,
-    a fixed 100 ms beat a fixed 25 ms by 7 % over 8 rounds, and this pace beat a fixed 25 ms
-    by 6 % over 12 rounds (ahead in 9); a 50 ms base beat 25 ms by 3.5 % at concurrency 1
-    over 11 rounds (ahead in 9) and by 4 % at concurrency 4 over 5 (ahead in 3). A 4-sequence
-    decode step in the worker took 3 % longer than in a bare process when only the first
-    token was published, and 12 % longer with one event per 100 ms per stream.
+    Someone reads an interactive answer as it comes: at `base` (40 ms) it arrives in pieces
+    of a token or two, as Ollama's and llama-server's do (they send every token), where the
+    earlier pace (base times the running sequences, 200 ms at four) showed it in bursts.
+    Nobody reads a batch line live, and each event costs a wake-up of the job's thread, of
+    Redis, of the API and of the client, CPU taken from the decode: batch lines keep
+    coalescing. Measured before (2 cores, interleaved rounds, c = 4): a fixed 100 ms beat a
+    fixed 25 ms by 7 %; `make bench` pairs this pace with 200 ms chunks.
     """
-    floor = BATCH_STREAM_INTERVAL if batch else 0.0
-    return lambda: max(floor, base * max(1, engine.active()))
+    if not batch:
+        return lambda: base
+    return lambda: max(BATCH_STREAM_INTERVAL, base * max(1, engine.active()))
 
 
 def _wall_from_perf(perf: float) -> datetime:
