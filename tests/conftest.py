@@ -229,13 +229,13 @@ def running_worker(settings: Settings):
     from celery.utils.nodenames import anon_nodename
     from kombu.asynchronous import set_event_loop
 
-    from workers.celery_app import create_celery, runtime
+    from workers.celery_app import create_celery, pool_threads, runtime
 
     celery = create_celery(settings)
     setup_app_for_worker(celery, "WARNING", None)
     set_event_loop(None)  # the Hub step below makes this worker a loop of its own
     node = TestWorkController(
-        app=celery, hostname=anon_nodename(), pool="threads", concurrency=settings.num_parallel,
+        app=celery, hostname=anon_nodename(), pool="threads", concurrency=pool_threads(settings),
         loglevel="WARNING", logfile=None, ready_callback=None, without_heartbeat=True,
         without_mingle=True, without_gossip=True)
     thread = threading.Thread(target=node.start, name=f"celery {node.hostname}", daemon=True)

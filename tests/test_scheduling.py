@@ -162,3 +162,62 @@ def test_admission_order_and_victims():
     assert victims(running, 1) == [running[2]]
     assert victims(running, 5) == [running[2], running[0]]
     assert victims(running, 0) == []
+
+
+# ---- through the queue: a chat while a batch fills every slot ----------------------------
+
+def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_completes(
+        app, client, settings):
+    """With 2 slots and 6 long batch lines queued, a streamed chat is still received (the
+    worker stops taking batch lines at 2: workers/batch_gate) and answered while both lines
+    run (the engine pauses one: workers/scheduler); then every line completes."""
+    import dataclasses
+    import json
+
+    from tests.conftest import running_worker
+    from tests.test_batches import jsonl, post_batch, wait_for
+    from tests.waiting import wait_until
+
+    lines = [{"prompt": f"Write a long story about the number {n}.",
+              "options": {"num_predict": 96, "temperature": 0}} for n in range(6)]
+    with running_worker(dataclasses.replace(settings, num_parallel=2)) as runtime:
+        batch_id = post_batch(client, jsonl(lines)).get_json()["id"]
+        wait_until(lambda: runtime.pool.loaded(), 120, ready=lambda loaded: loaded and
+                   loaded[0].engine.active() == 2, message="two batch lines decoding")
+        [loaded] = runtime.pool.loaded()
+        assert runtime.gate.held == 2
+        body = {"model": "smollm2:135m", "stream": True,
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "options": {"num_predict": 4, "temperature": 0}}
+        answer = [json.loads(x) for x in
+                  client.post("/api/chat", json=body).get_data(as_text=True).splitlines()]
+        during = client.get(f"/batches/{batch_id}").get_json()
+        assert answer[-1]["done"] and answer[-1]["eval_count"] > 0
+        assert during["counts"]["succeeded"] < len(lines) and during["counts"]["running"] >= 1
+        assert loaded.engine.pauses >= 1  # the chat took a batch line's slot
+        done = wait_for(client, batch_id, timeout=600)
+        assert done["status"] == "completed"
+        assert done["counts"]["succeeded"] == len(lines), done["counts"]
+        assert runtime.gate.held == 0 and not runtime.gate.paused
+
+
+def test_the_batch_gate_stops_taking_lines_at_its_limit_and_restarts_when_one_ends():
+    from workers.batch_gate import BatchGate
+
+    calls: list[str] = []
+    failing = {"resume": True}
+
+    def resume() -> None:
+        if failing["resume"]:
+            failing["resume"] = False
+            raise OSError("redis away")
+        calls.append("resume")
+
+    gate = BatchGate(2, lambda: calls.append("pause"), resume)
+    assert gate.try_enter() and calls == []
+    assert gate.try_enter() and calls == ["pause"]  # full: stop taking batch messages
+    assert not gate.try_enter()  # one that slipped in is given back, not held
+    gate.leave()  # the restart fails (Redis away): still stopped, to be tried again
+    assert gate.paused and calls == ["pause"]
+    gate.check()
+    assert not gate.paused and calls == ["pause", "resume"] and gate.held == 1

@@ -27,9 +27,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         raise RuntimeError("CORRAL_REDIS_URL is not set: start workers with `corral worker`")
     app = Celery("corral", set_as_current=False)
     app.conf.update(celery_config(settings, settings.redis_url))
-    # One task thread per sequence slot: each thread waits on its own sequence while the
-    # engine's decode thread batches them together.
-    app.conf.update(worker_pool="threads", worker_concurrency=settings.num_parallel)
+    # Task threads wait on their own sequences while the engine's decode thread batches them
+    # together: one per slot for batch lines (workers/batch_gate), as many for the rest.
+    app.conf.update(worker_pool="threads", worker_concurrency=pool_threads(settings))
     # Interactive queues first, then their batch queues (see service.jobs.queue).
     app.conf.task_queues = [
         Queue(name, routing_key=name) for name in consumed_queues(settings.queues)
@@ -42,6 +42,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
     app.corral_lock = threading.Lock()
     tasks.register(app, lambda: runtime(app))
     return app
+
+
+def pool_threads(settings: Settings) -> int:
+    """Task threads of a worker: a slot's worth for batch lines and as many again, so that
+    interactive requests are received while batch lines fill every slot."""
+    return 2 * settings.num_parallel
 
 
 def runtime(app: Celery) -> Runtime:

@@ -33,6 +33,7 @@ from service.jobs.queue import JobQueue, consumed_queues, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
 from service.models.store import Model, ModelStore
 from workers.arrivals import Arrivals
+from workers.batch_gate import BatchGate
 from workers.heartbeat import Heartbeat
 from workers.job_context import JobContext, Streams
 from workers.model_pool import ModelPool
@@ -77,6 +78,9 @@ class Runtime:
         self.pool = ModelPool(loader or self._load_engine, max_loaded=settings.max_loaded_models,
                               default_keep_alive=settings.keep_alive)
         self.streams = Streams()
+        self.node: str | None = None  # this worker's Celery node name, once a task says it
+        self.gate = BatchGate(settings.num_parallel, lambda: self._batch_queues("cancel"),
+                              lambda: self._batch_queues("add"))
         self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,
                                    worker_id=self.worker_id, keep_alive=settings.keep_alive,
                                    context_length=settings.num_ctx)
@@ -105,6 +109,18 @@ class Runtime:
             arriving=self.arrivals.pending,
         )
 
+    def _batch_queues(self, action: str) -> None:
+        """Stop (cancel) or restart (add) this worker's consuming of its batch queues."""
+        if self.node is None:
+            return
+        control = self.batches.queue.celery.control
+        for queue in consumed_queues(self.settings.queues):
+            if queue.endswith(".batch"):
+                if action == "cancel":
+                    control.cancel_consumer(queue, destination=[self.node], reply=False)
+                else:
+                    control.add_consumer(queue, destination=[self.node], reply=False)
+
     def _expected(self) -> list[str]:
         """Decode jobs queued for this worker's queues in the last ARRIVING_S (see
         workers/arrivals): their messages are on their way here."""
@@ -126,6 +142,7 @@ class Runtime:
                 self.pool.reap()
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
+            self.gate.check()
             ticks += 1
             if ticks % BATCH_SWEEP_SECONDS == 0:
                 try:
@@ -171,8 +188,30 @@ class Runtime:
         self.redis.close()
         self.db.dispose()
 
-    def run(self, job_id: str) -> None:
-        """Claim and run one job, then feed its batch's next lines if it has a batch."""
+    def run(self, job_id: str, *, node: str | None = None, batch: bool = False) -> None:
+        """Claim and run one job, then feed its batch's next lines if it has a batch. A batch
+        line (from a batch queue) first waits for one of this worker's batch places (node:
+        this worker's Celery name, to whom it addresses stopping its batch queues)."""
+        if not batch:
+            self._run_claimed(job_id)
+            return
+        self.node = node or self.node
+        if not self.gate.try_enter():
+            self._give_back(job_id)
+            return
+        try:
+            self._run_claimed(job_id)
+        finally:
+            self.gate.leave()
+
+    def _give_back(self, job_id: str) -> None:
+        """Send a batch line this worker has no place for back to its queue, unclaimed (its
+        batch queues are stopped here meanwhile, so another worker or a later turn takes it)."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == JobStatus.QUEUED.value:
+            self.batches.queue.enqueue(job)
+
+    def _run_claimed(self, job_id: str) -> None:
         self.arrivals.arrived(job_id)  # (again, when no signal counted it: a direct call)
         job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device,
                               owner=self.worker_id, lease=self.settings.lease)

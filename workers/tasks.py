@@ -14,8 +14,11 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
     """Register a task on `app` under each kind's name; `runtime()` gives the process's
     Runtime (built on first use), so this module never imports the app that calls it."""
 
-    def run(job_id: str) -> None:
-        runtime().run(job_id)
+    def run(task, job_id: str) -> None:
+        # A batch line comes from a batch queue ("cpu.batch"); the worker's node name lets
+        # the Runtime stop and restart its own consumption of those (workers/batch_gate).
+        routing = str((task.request.delivery_info or {}).get("routing_key") or "")
+        runtime().run(job_id, node=task.request.hostname, batch=routing.endswith(".batch"))
 
     for row in KINDS.values():
-        app.task(name=row.task, ignore_result=True, shared=False)(run)
+        app.task(name=row.task, ignore_result=True, shared=False, bind=True)(run)

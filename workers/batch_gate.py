@@ -1,0 +1,68 @@
+"""At most one batch line per decode slot in a worker, so its other threads stay free for
+interactive requests.
+
+A worker has twice as many task threads as decode slots. Without a gate a batch's lines took
+every thread (Celery hands a message to any free thread), and a chat sent meanwhile was not
+even received until a line ended: 5.4 to 7.3 s to its first token. With it, a worker holds at
+most `limit` batch lines; when it holds that many it stops consuming its batch queues
+(Celery's cancel_consumer, addressed to itself), and starts again when one ends. A line that
+slipped in before the stop (Celery takes as many messages at once as it has threads) is not
+held: the Runtime sends its message back to the batch queue, its row still queued. So an
+interactive request always finds a thread, and the engine gives it a slot at once
+(workers/scheduler.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class BatchGate:
+    """Counts the batch lines this worker holds; `pause`/`resume` stop and restart taking more
+    (they are called outside the lock, and a failure is logged: check() tries again)."""
+
+    def __init__(self, limit: int, pause: Callable[[], None], resume: Callable[[], None]):
+        self.limit = limit
+        self._pause, self._resume = pause, resume
+        self.held = 0
+        self.paused = False
+        self._lock = threading.Lock()
+
+    def try_enter(self) -> bool:
+        """Hold one more line if there is room (at the limit, stop taking more); False if
+        there is none, and the caller gives the line back."""
+        with self._lock:
+            if self.held >= self.limit:
+                return False
+            self.held += 1
+            stop = self.held >= self.limit and not self.paused
+            self.paused = self.paused or stop
+        if stop:
+            self._call(self._pause, "stop")
+        return True
+
+    def leave(self) -> None:
+        """A line ended: make room, and take batch messages again if they were stopped."""
+        with self._lock:
+            self.held -= 1
+        self.check()
+
+    def check(self) -> None:
+        """Restart taking batch messages if they are stopped with room free (also called
+        now and then, so a lost restart message cannot leave a batch stalled)."""
+        with self._lock:
+            go = self.paused and self.held < self.limit
+            self.paused = self.paused and not go
+        if go:
+            self._call(self._resume, "restart")
+
+    @staticmethod
+    def _call(action: Callable[[], None], what: str) -> None:
+        try:
+            action()
+        except Exception:  # Redis away: the lines still wait here; check() tries again
+            log.warning("could not %s taking batch lines", what, exc_info=True)
