@@ -53,16 +53,19 @@ class BatchGate:
 
     def check(self) -> None:
         """Restart taking batch messages if they are stopped with room free (also called
-        now and then, so a lost restart message cannot leave a batch stalled)."""
+        now and then, so a restart that failed, Redis away, is tried again)."""
         with self._lock:
             go = self.paused and self.held < self.limit
             self.paused = self.paused and not go
-        if go:
-            self._call(self._resume, "restart")
+        if go and not self._call(self._resume, "restart"):
+            with self._lock:
+                self.paused = True
 
     @staticmethod
-    def _call(action: Callable[[], None], what: str) -> None:
+    def _call(action: Callable[[], None], what: str) -> bool:
         try:
             action()
         except Exception:  # Redis away: the lines still wait here; check() tries again
             log.warning("could not %s taking batch lines", what, exc_info=True)
+            return False
+        return True
