@@ -169,8 +169,9 @@ def test_admission_order_and_victims():
 def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_completes(
         app, client, settings):
     """With 2 slots and 6 long batch lines queued, a streamed chat is still received (the
-    worker stops taking batch lines at 2: workers/batch_gate) and answered while both lines
-    run (the engine pauses one: workers/scheduler); then every line completes."""
+    worker stops taking batch lines at 3, two running and one ready: workers/batch_gate) and
+    answered while both lines run (the engine pauses one: workers/scheduler); then every line
+    completes."""
     import dataclasses
     import json
 
@@ -183,9 +184,10 @@ def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_complet
     with running_worker(dataclasses.replace(settings, num_parallel=2)) as runtime:
         batch_id = post_batch(client, jsonl(lines)).get_json()["id"]
         wait_until(lambda: runtime.pool.loaded(), 120, ready=lambda loaded: loaded and
-                   loaded[0].engine.active() == 2, message="two batch lines decoding")
+                   loaded[0].engine.active() == runtime.gate.limit == 3,
+                   message="two batch lines decoding and one waiting for a slot")
         [loaded] = runtime.pool.loaded()
-        assert runtime.gate.held == 2
+        assert runtime.gate.held == 3 and runtime.gate.paused
         body = {"model": "smollm2:135m", "stream": True,
                 "messages": [{"role": "user", "content": "Say hi."}],
                 "options": {"num_predict": 4, "temperature": 0}}

@@ -1,15 +1,15 @@
-"""At most one batch line per decode slot in a worker, so its other threads stay free for
-interactive requests.
+"""Places for the jobs a worker holds, one gate for batch lines and one for interactive
+requests: a slot's worth each, and a few waiting in the engine ready for the next free slot.
 
-A worker has twice as many task threads as decode slots. Without a gate a batch's lines took
-every thread (Celery hands a message to any free thread), and a chat sent meanwhile was not
-even received until a line ended: 5.4 to 7.3 s to its first token. With it, a worker holds at
-most `limit` batch lines; when it holds that many it stops consuming its batch queues
-(Celery's cancel_consumer, addressed to itself), and starts again when one ends. A line that
-slipped in before the stop (Celery takes as many messages at once as it has threads) is not
-held: the Runtime sends its message back to the batch queue, its row still queued. So an
-interactive request always finds a thread, and the engine gives it a slot at once
-(workers/scheduler.py).
+A worker has task threads for both gates' places. Without them a batch's lines took every
+thread (Celery hands a message to any free thread), and a chat sent meanwhile was not even
+received until a line ended: 5.4 to 7.3 s to its first token. Now a worker holds at most
+`limit` jobs of each kind; when it holds that many it stops consuming that kind's queues
+(Celery's cancel_consumer, addressed to itself), and starts again when one ends, so what it
+cannot start soon stays in the queue for the fleet's other workers. A job that slipped in
+before the stop (Celery takes as many messages at once as it has threads) is not held: the
+Runtime sends its message back to its queue, its row still queued. So an interactive request
+always finds a thread, and the engine gives it a slot at once (workers/scheduler.py).
 """
 
 from __future__ import annotations

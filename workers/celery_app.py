@@ -28,7 +28,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     app = Celery("corral", set_as_current=False)
     app.conf.update(celery_config(settings, settings.redis_url))
     # Task threads wait on their own sequences while the engine's decode thread batches them
-    # together: one per slot for batch lines (workers/batch_gate), as many for the rest.
+    # together: a place each, for batch lines and for interactive requests (batch_gate).
     app.conf.update(worker_pool="threads", worker_concurrency=pool_threads(settings))
     # Interactive queues first, then their batch queues (see service.jobs.queue).
     app.conf.task_queues = [
@@ -44,10 +44,17 @@ def create_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
+def batch_places(settings: Settings) -> int:
+    """Jobs of one kind (batch lines, or interactive requests) a worker holds at once: one
+    per slot, and a few waiting in the engine so that a slot whose job ends starts the next
+    at its next step (workers/batch_gate)."""
+    return settings.num_parallel + max(1, settings.num_parallel // 2)
+
+
 def pool_threads(settings: Settings) -> int:
-    """Task threads of a worker: a slot's worth for batch lines and as many again, so that
-    interactive requests are received while batch lines fill every slot."""
-    return 2 * settings.num_parallel
+    """Task threads of a worker: places for batch lines and as many for interactive
+    requests, so these are received while batch lines fill every slot."""
+    return 2 * batch_places(settings)
 
 
 def runtime(app: Celery) -> Runtime:
@@ -55,8 +62,8 @@ def runtime(app: Celery) -> Runtime:
     with app.corral_lock:
         if app.corral_runtime is None:
             upgrade(app.corral_settings.database)
-            app.corral_runtime = Runtime(app.corral_settings,
-                                         arrivals=app.corral_arrivals)
+            app.corral_runtime = Runtime(app.corral_settings, arrivals=app.corral_arrivals,
+                                         batch_places=batch_places(app.corral_settings))
         return app.corral_runtime
 
 

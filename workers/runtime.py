@@ -56,7 +56,7 @@ class Runtime:
     """Per-process worker state, created lazily by the Celery app on the first task."""
 
     def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None,
-                 arrivals: Arrivals | None = None) -> None:
+                 arrivals: Arrivals | None = None, batch_places: int | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
         # Names this process in the fleet and on every lease it holds.
@@ -79,8 +79,13 @@ class Runtime:
                               default_keep_alive=settings.keep_alive)
         self.streams = Streams()
         self.node: str | None = None  # this worker's Celery node name, once a task says it
-        self.gate = BatchGate(settings.num_parallel, lambda: self._batch_queues("cancel"),
-                              lambda: self._batch_queues("add"))
+        places = batch_places or settings.num_parallel
+        # Jobs this worker holds, by kind of work (workers/batch_gate): batch lines, and
+        # interactive requests (so a fleet's other workers get what this one cannot start).
+        self.gates = {batch: BatchGate(places, lambda b=batch: self._queues("cancel", b),
+                                       lambda b=batch: self._queues("add", b))
+                      for batch in (True, False)}
+        self.gate = self.gates[True]
         self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,
                                    worker_id=self.worker_id, keep_alive=settings.keep_alive,
                                    context_length=settings.num_ctx)
@@ -109,13 +114,14 @@ class Runtime:
             arriving=self.arrivals.pending,
         )
 
-    def _batch_queues(self, action: str) -> None:
-        """Stop (cancel) or restart (add) this worker's consuming of its batch queues."""
+    def _queues(self, action: str, batch: bool) -> None:
+        """Stop (cancel) or restart (add) this worker's consuming of its batch queues, or of
+        its interactive ones."""
         if self.node is None:
             return
         control = self.batches.queue.celery.control
         for queue in consumed_queues(self.settings.queues):
-            if queue.endswith(".batch"):
+            if queue.endswith(".batch") == batch:
                 if action == "cancel":
                     control.cancel_consumer(queue, destination=[self.node], reply=False)
                 else:
@@ -142,7 +148,8 @@ class Runtime:
                 self.pool.reap()
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
-            self.gate.check()
+            for gate in self.gates.values():
+                gate.check()
             ticks += 1
             if ticks % BATCH_SWEEP_SECONDS == 0:
                 try:
@@ -189,24 +196,23 @@ class Runtime:
         self.db.dispose()
 
     def run(self, job_id: str, *, node: str | None = None, batch: bool = False) -> None:
-        """Claim and run one job, then feed its batch's next lines if it has a batch. A batch
-        line (from a batch queue) first waits for one of this worker's batch places (node:
-        this worker's Celery name, to whom it addresses stopping its batch queues)."""
-        if not batch:
-            self._run_claimed(job_id)
-            return
+        """Claim and run one job, then feed its batch's next lines if it has a batch. The job
+        first takes one of this worker's places for its kind of work, batch line (from a
+        batch queue) or interactive, or goes back to its queue (node: this worker's Celery
+        name, to whom it addresses stopping and restarting its queues)."""
         self.node = node or self.node
-        if not self.gate.try_enter():
+        gate = self.gates[batch]
+        if not gate.try_enter():
             self._give_back(job_id)
             return
         try:
             self._run_claimed(job_id)
         finally:
-            self.gate.leave()
+            gate.leave()
 
     def _give_back(self, job_id: str) -> None:
-        """Send a batch line this worker has no place for back to its queue, unclaimed (its
-        batch queues are stopped here meanwhile, so another worker or a later turn takes it)."""
+        """Send a job this worker has no place for back to its queue, unclaimed (that queue
+        is stopped here meanwhile, so another worker or a later turn takes it)."""
         job = self.jobs.get(job_id)
         if job is not None and job.status == JobStatus.QUEUED.value:
             self.batches.queue.enqueue(job)
