@@ -6,7 +6,7 @@ The engine's thread alone reads and writes these; other threads see a sequence o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llama_cpp
 
@@ -14,6 +14,7 @@ from workers.detok import TextAssembler
 from workers.logprobs import Aligner
 from workers.sampling import Options, free_sampler
 from workers.stream import Completion, Stream
+from workers.vision import ImageSpan
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Request:
     stream: Stream
     limit: int  # this sequence's context: prompt + generated tokens stay below it
     sampler: llama_cpp.llama_sampler_p  # built by submit; the Sequence then owns it
+    images: list[ImageSpan] = field(default_factory=list)  # in prompt order, none overlapping
 
     def drop(self, completion: Completion | None, error: str | None = None) -> None:
         """End a request that never became a sequence, freeing its sampler."""
@@ -49,6 +51,10 @@ class Sequence:
         self.text = TextAssembler(req.options.stop)
         self.pieces: list[str] = []
         self.logprobs = Aligner() if req.options.logprobs else None  # None: not asked
+        self.images = req.images
+        # KV past an image's start is no prefix cache: its placeholder ids say nothing of
+        # which image it holds, so another prompt could "share" it (workers.vision).
+        self.reusable = req.images[0].start if req.images else None
         self.n_generated = 0
         self.prompt_ns = 0
         self.prompt_end_ns = 0
@@ -58,6 +64,18 @@ class Sequence:
     def prefilling(self) -> bool:
         """Whether prompt tokens remain to be evaluated (else the last token awaits decoding)."""
         return self.n_past < self.n_prompt
+
+    def image_at(self, pos: int) -> ImageSpan | None:
+        """The image whose rows start at prompt position pos, if one does."""
+        return next((span for span in self.images if span.start == pos), None)
+
+    def text_end(self) -> int:
+        """Where the prompt text from n_past runs to: the next image's start, or its end."""
+        return next((s.start for s in self.images if s.start >= self.n_past), self.n_prompt)
+
+    def cacheable(self, n: int) -> list[int]:
+        """The first n tokens, cut before the first image: what may be shared as a prefix."""
+        return self.tokens[: n if self.reusable is None else min(n, self.reusable)]
 
     def free_sampler(self) -> None:
         """Free the sampler chain once, even if a failure path reaches here a second time."""
