@@ -95,6 +95,7 @@ class Runtime:
             n_ctx_per_seq=self.settings.num_ctx,
             n_threads=self.settings.threads,
             lora_path=adapter,
+            mmproj_path=str(model.projectors[0]) if model.projectors else None,
         )
 
     def _details(self, name: str) -> dict[str, Any]:
