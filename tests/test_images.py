@@ -74,14 +74,16 @@ def test_openai_image_parts_are_refused_in_openais_shape(app, api):
 
 def test_a_model_with_a_projector_passes_the_check(tmp_path: Path, model_file: Path):
     store = ModelStore(tmp_path / "models")
-    model = store.create("seeing", store.import_file(model_file))
+    weights = store.import_file(model_file)
+    model, plain = store.create("seeing", weights), store.create("plain", weights)
     mmproj = write_gguf(tmp_path / "mmproj.gguf", [("general.architecture", STRING, "clip")], [])
     manifest = json.loads(model.name.manifest_path(store.root).read_bytes())
     manifest["layers"].append(store.import_file(mmproj, MEDIA["projector"]).to_json())
     store.write_manifest_bytes(model.name, json.dumps(manifest).encode())
     check_images(1, store.resolve("seeing"), "seeing")  # answered (tests/test_vision.py)
-    with pytest.raises(InvalidRequest, match="does not support images"):
-        check_images(1, store.resolve(MODEL), MODEL)
+    with pytest.raises(InvalidRequest, match='"plain:latest" does not support images'):
+        check_images(1, plain)
+    check_images(0, plain)  # no images: nothing to refuse
 
 
 def test_the_readers_count_images_on_requests_and_messages():

@@ -10,6 +10,7 @@ prompt_eval_count, and a model without a projector still refuses images (tests/t
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,6 +21,8 @@ import pytest
 
 from service.models.store import MEDIA, ModelStore
 from tests.mmproj import N_PATCHES, write_mmproj
+from tests.test_engine import GREEDY, assert_logits_close
+from workers.engine import Engine
 
 pytest.importorskip("gguf")  # the projector is written with it (a test dependency)
 PIL = pytest.importorskip("PIL.Image")
@@ -48,15 +51,70 @@ def add_projector(store: ModelStore, name: str, mmproj: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
+def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mmproj(tmp_path_factory.mktemp("mmproj") / "mmproj.gguf", 576)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, model_file: Path, mmproj: Path) -> Path:
     store = ModelStore(tmp_path_factory.mktemp("models"))
     weights = store.import_file(model_file)
     store.create("smollm2:135m", weights)
     store.create(SEEING, weights)
-    mmproj = write_mmproj(tmp_path_factory.mktemp("mmproj") / "mmproj.gguf", 576)
     add_projector(store, SEEING, mmproj)
     return store.root
 
+
+# ---- the engine, directly ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seeing_engine(model_file: Path, mmproj: Path):
+    """Two slots with the prefix cache on, and the projector."""
+    with Engine(str(model_file), n_parallel=2, n_ctx_per_seq=256,
+                mmproj_path=str(mmproj)) as engine:
+        yield engine
+
+
+def image_prompt(engine: Engine, image: str, question: str = "What is this?"):
+    text = (f"<|im_start|>user\n{engine.vision.marker}\n{question}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+    return engine.vision.tokenize(text, [base64.b64decode(image)])
+
+
+def first(engine: Engine, tokens, images=None) -> np.ndarray:
+    stream = engine.submit(tokens, GREEDY, keep_logits=1, images=images)
+    stream.result()
+    return stream.logits[0]
+
+
+def test_an_image_shares_no_cached_kv_with_another_image(seeing_engine: Engine):
+    red, blue = image_prompt(seeing_engine, RED), image_prompt(seeing_engine, BLUE)
+    assert red[1][0].start == blue[1][0].start and red[0] == blue[0]  # same ids, other rows
+    first_red, first_blue = first(seeing_engine, *red), first(seeing_engine, *blue)
+    assert float(np.abs(first_red - first_blue).max()) > 0.5
+    assert_logits_close(first_red, first(seeing_engine, *red))  # after blue's cache: red again
+
+
+def test_an_image_beside_a_text_prompt_leaves_its_logits_unchanged(seeing_engine: Engine):
+    text = seeing_engine.tokenize("<|im_start|>user\nTell me about the sea.<|im_end|>\n"
+                                  "<|im_start|>assistant\n")
+    alone = first(seeing_engine, text)
+    tokens, images = image_prompt(seeing_engine, RED)
+    streams = [seeing_engine.submit(tokens, GREEDY, images=images),
+               seeing_engine.submit(text, GREEDY, keep_logits=1)]
+    for stream in streams:
+        stream.result()
+    assert_logits_close(alone, streams[1].logits[0])
+
+
+def test_an_image_that_ends_the_prompt_is_refused(seeing_engine: Engine):
+    tokens, images = seeing_engine.vision.tokenize(f"Look: {seeing_engine.vision.marker}",
+                                                   [base64.b64decode(RED)])
+    with pytest.raises(ValueError, match="must not end with an image"):
+        seeing_engine.submit(tokens, GREEDY, images=images)
+
+
+# ---- end to end, through the worker -------------------------------------------------------
 
 def test_show_lists_vision_for_the_model_with_a_projector(worker, local):
     assert "vision" in local.show(SEEING).capabilities
@@ -135,3 +193,36 @@ def test_the_model_without_a_projector_still_refuses_images(worker, client):
     answer = client.post("/api/generate", json={"model": "smollm2:135m", "prompt": "x",
                                                 "images": [RED]})
     assert answer.status_code == 400 and "does not support images" in answer.get_json()["error"]
+
+
+def test_a_modelfiles_second_from_names_the_projector(client, mmproj: Path, model_file: Path):
+    modelfile = f"FROM {mmproj}\nFROM smollm2:135m\nSYSTEM You see.\n"  # either order
+    answer = client.post("/api/create", json={"model": "made-seeing", "modelfile": modelfile})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    shown = client.post("/api/show", json={"model": "made-seeing"}).get_json()
+    assert "vision" in shown["capabilities"]
+    assert shown["modelfile"].count("\nFROM ") == 2
+    based = client.post("/api/create", json={"model": "still-seeing", "from": "made-seeing",
+                                             "system": "Look."})
+    assert based.status_code == 200  # FROM a model with a projector keeps it
+    assert "vision" in client.post("/api/show", json={"model": "still-seeing"}).get_json()[
+        "capabilities"]
+    two = client.post("/api/create", json={"model": "x", "modelfile":
+                                           f"FROM {model_file}\nFROM {model_file}\n"})
+    assert two.status_code == 400 and "vision projector" in two.get_json()["error"]
+
+
+def test_create_from_files_tells_the_projector_by_its_gguf(client, mmproj: Path,
+                                                            model_file: Path):
+    digests = {}
+    for name, path in (("mmproj.gguf", mmproj), ("model.gguf", model_file)):
+        data = path.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert client.post(f"/api/blobs/{digest}", data=data).status_code in (200, 201)
+        digests[name] = digest
+    answer = client.post("/api/create", json={"model": "files-seeing", "files": digests,
+                                              "stream": False})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    shown = client.post("/api/show", json={"model": "files-seeing"}).get_json()
+    assert "vision" in shown["capabilities"]
+    assert shown["details"]["family"] != "clip"  # the weights are the model's, not the mmproj's

@@ -12,6 +12,11 @@ for its prompt besides what the running sequences hold (first come, first served
 still runs out mid-step is relieved as `_relieve_kv_pressure` says. A prompt that does not fit
 its context (len >= the limit) makes `submit` raise ValueError; the caller decides whether to
 truncate, since only it knows which part of a chat may be dropped.
+
+Images: with a vision projector (`mmproj_path`, workers.vision) a prompt's images are spans of
+embedding rows; each is decoded in a decode of its own, on the same thread, when the
+sequence's prefill reaches it, and the text after it goes on in the shared batch. The KV from
+a sequence's first image on is never kept as a prefix cache.
 """
 
 from __future__ import annotations
@@ -296,7 +301,7 @@ class Engine:
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
-        seq_id, keep = self._place(request.tokens)
+        seq_id, keep = self._place(request.shareable())
         self._slots[seq_id] = Sequence(seq_id, request, keep, next(self._ticket))
         self._n_busy += 1
 

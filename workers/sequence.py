@@ -28,6 +28,13 @@ class Request:
     sampler: llama_cpp.llama_sampler_p  # built by submit; the Sequence then owns it
     images: list[ImageSpan] = field(default_factory=list)  # in prompt order, none overlapping
 
+    def shareable(self) -> list[int]:
+        """The prompt as the prefix cache may match it: up to its first image's first
+        position, which (as a prompt's last token always is) is never reused, so a cached
+        prefix ends before the image (its placeholder ids could equal another prompt's text
+        tokens)."""
+        return self.tokens[: self.images[0].start + 1] if self.images else self.tokens
+
     def drop(self, completion: Completion | None, error: str | None = None) -> None:
         """End a request that never became a sequence, freeing its sampler."""
         free_sampler(self.sampler)

@@ -97,6 +97,7 @@ class Modelfile:
     """A parsed Modelfile; `parameters` holds typed values, `stop` as a list."""
 
     from_: str = ""
+    projectors: list[str] = field(default_factory=list)  # later FROMs: vision projector GGUFs
     parameters: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -116,6 +117,7 @@ class Modelfile:
                 "",
             ]
         lines.append(f"FROM {self.from_}")
+        lines += [f"FROM {_quote(p)}" for p in self.projectors]
         lines += [f"ADAPTER {_quote(a)}" for a in self.adapters]
         if self.template is not None:
             lines.append(f"TEMPLATE {_quote(self.template)}")
@@ -258,8 +260,11 @@ def _complete(value: str) -> bool:
 
 def _apply(result: Modelfile, line_no: int, word: str, arg: str, value: str) -> None:
     """Record one instruction on the Modelfile being built."""
-    if word == "from":
-        result.from_ = value
+    if word == "from":  # as Ollama: a second FROM names a vision projector (an mmproj GGUF)
+        if result.from_:
+            result.projectors.append(value)
+        else:
+            result.from_ = value
     elif word == "parameter":
         _set_parameter(result.parameters, line_no, arg, value)
     elif word == "template":

@@ -130,8 +130,10 @@ def _prompt(job: Job, model: Model, engine, tools, options) -> tuple[str, list[i
         raise InvalidRequest(f"invalid field '{placed[exc.index].field}': {exc}") from None
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    fit_prompt(tokens, engine.context_limit(options), bos=engine.bos_id,
-               num_predict=options.num_predict, truncate=False)
+    limit = engine.context_limit(options)
+    if len(tokens) >= limit:
+        raise InvalidRequest(f"the prompt and its images are {len(tokens)} tokens but the "
+                             f"context holds {limit}: raise num_ctx or send fewer images")
     return prompt, tokens, spans
 
 
