@@ -348,14 +348,29 @@ class Engine:
         step's token batch then goes on with the text after them."""
         for seq in self._active():
             while seq.prefilling and (span := seq.image_at(seq.n_past)) is not None:
-                started = time.perf_counter_ns()
-                rc = self._image_batch.decode(self._ctx, seq.seq_id, span.embd, seq.n_past,
-                                              non_causal=span.non_causal)
-                if rc != 0:  # 1: no KV slot; the other sequences' next tokens go first
-                    self._fail([seq], f"llama_decode of an image returned {rc}")
+                if not self._decode_image(seq, span):
                     break
+
+    def _decode_image(self, seq: Sequence, span: ImageSpan) -> bool:
+        """Decode one image's rows into seq's KV; False if seq ended instead. A pool with no
+        room is relieved as for text (_relieve_kv_pressure) and the image tried once more."""
+        for attempt in range(2):
+            started = time.perf_counter_ns()
+            rc = self._image_batch.decode(self._ctx, seq.seq_id, span.embd, seq.n_past,
+                                          non_causal=span.non_causal)
+            if rc == 0:
                 seq.prompt_ns += time.perf_counter_ns() - started
                 seq.n_past = span.end
+                return True
+            # pieces decoded before the one that failed
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, seq.n_past, -1)
+            if rc != 1 or attempt:
+                break
+            self._relieve_kv_pressure(self._active(), self.n_batch, 0)
+            if self._slots[seq.seq_id] is not seq:
+                return False  # it was the one ended to make room
+        self._fail([seq], f"llama_decode of an image returned {rc}")
+        return False
 
     def _active(self) -> list[Sequence]:
         """Active sequences in admission order: prompt chunks go first come, first served."""
