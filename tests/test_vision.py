@@ -195,7 +195,7 @@ def test_the_model_without_a_projector_still_refuses_images(worker, client):
     assert answer.status_code == 400 and "does not support images" in answer.get_json()["error"]
 
 
-def test_a_modelfiles_second_from_names_the_projector(client, mmproj: Path, model_file: Path):
+def test_a_modelfiles_second_from_names_the_projector(client, mmproj: Path):
     modelfile = f"FROM {mmproj}\nFROM smollm2:135m\nSYSTEM You see.\n"  # either order
     answer = client.post("/api/create", json={"model": "made-seeing", "modelfile": modelfile})
     assert answer.status_code == 200, answer.get_data(as_text=True)
@@ -207,9 +207,9 @@ def test_a_modelfiles_second_from_names_the_projector(client, mmproj: Path, mode
     assert based.status_code == 200  # FROM a model with a projector keeps it
     assert "vision" in client.post("/api/show", json={"model": "still-seeing"}).get_json()[
         "capabilities"]
-    two = client.post("/api/create", json={"model": "x", "modelfile":
-                                           f"FROM {model_file}\nFROM {model_file}\n"})
-    assert two.status_code == 400 and "vision projector" in two.get_json()["error"]
+    only = client.post("/api/create", json={"model": "x", "modelfile":
+                                            f"FROM {mmproj}\nFROM {mmproj}\n"})
+    assert only.status_code == 400 and "vision projector" in only.get_json()["error"]
 
 
 def test_create_from_files_tells_the_projector_by_its_gguf(client, mmproj: Path,

@@ -97,7 +97,10 @@ class Modelfile:
     """A parsed Modelfile; `parameters` holds typed values, `stop` as a list."""
 
     from_: str = ""
-    projectors: list[str] = field(default_factory=list)  # later FROMs: vision projector GGUFs
+    # The earlier FROMs, when there are several: vision projector GGUFs (an mmproj) are told
+    # apart from weights by their architecture when the model is created; of several weights
+    # the last FROM wins, as a single value does.
+    projectors: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -260,11 +263,10 @@ def _complete(value: str) -> bool:
 
 def _apply(result: Modelfile, line_no: int, word: str, arg: str, value: str) -> None:
     """Record one instruction on the Modelfile being built."""
-    if word == "from":  # as Ollama: a second FROM names a vision projector (an mmproj GGUF)
+    if word == "from":  # as Ollama, another FROM may name a vision projector (an mmproj GGUF)
         if result.from_:
-            result.projectors.append(value)
-        else:
-            result.from_ = value
+            result.projectors.append(result.from_)
+        result.from_ = value
     elif word == "parameter":
         _set_parameter(result.parameters, line_no, arg, value)
     elif word == "template":

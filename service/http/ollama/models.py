@@ -134,9 +134,9 @@ def _blob_or_file(store: ModelStore, source: str, what: str, media_type: str) ->
 
 
 def _split_projectors(store: ModelStore, sources: list[str]) -> tuple[str, list[Layer]]:
-    """Of a Modelfile's FROMs, the one that names the weights (or a model) and the vision
-    projectors: GGUFs whose architecture is "clip", as Ollama tells them apart (mmproj files
-    are written so by llama.cpp's converters), in whichever order they came."""
+    """Of a Modelfile's FROMs (in order), the one that names the weights (or a model), the
+    last such as ever, and the vision projectors: GGUFs whose architecture is "clip", as
+    Ollama tells them apart (llama.cpp's converters write mmproj files so)."""
     main, projectors = [], []
     for source in sources:
         layer = _blob_or_file(store, source, "FROM", MEDIA["projector"])
@@ -144,10 +144,10 @@ def _split_projectors(store: ModelStore, sources: list[str]) -> tuple[str, list[
             projectors.append(layer)
         else:
             main.append(source)
-    if len(main) != 1:
-        raise InvalidRequest("invalid FROM: a Modelfile names one model's weights; any other "
-                             "FROM must be a vision projector (a GGUF of architecture clip)")
-    return main[0], projectors
+    if not main:
+        raise InvalidRequest("invalid FROM: every FROM is a vision projector (a GGUF of "
+                             "architecture clip); one must name the model's weights")
+    return main[-1], projectors
 
 
 def _architecture(store: ModelStore, layer: Layer) -> str | None:
@@ -163,7 +163,7 @@ def _manifest(store: ModelStore, modelfile: Modelfile) -> tuple[Layer, dict[str,
     projectors: list[Layer] = []
     source = modelfile.from_
     if modelfile.projectors:
-        source, projectors = _split_projectors(store, [source, *modelfile.projectors])
+        source, projectors = _split_projectors(store, [*modelfile.projectors, source])
     layer = _blob_or_file(store, source, "FROM", MEDIA["model"])
     if layer is None:
         base = store.resolve(source)
