@@ -1,4 +1,5 @@
-"""Images are refused with a 400 naming the model, never dropped and answered blind.
+"""Images for a model without a projector are refused with a 400 naming the model, never
+dropped and answered blind; models with one answer them (tests/test_vision.py).
 
 Against the real app (real Redis, SQLite); nothing reaches a worker, because the refusal
 comes before the job is queued. A batch line with images is refused by the worker's check.
@@ -71,16 +72,18 @@ def test_openai_image_parts_are_refused_in_openais_shape(app, api):
     assert jobs(app) == []
 
 
-def test_a_model_with_a_projector_is_refused_too_saying_why(tmp_path: Path, model_file: Path):
+def test_a_model_with_a_projector_passes_the_check(tmp_path: Path, model_file: Path):
     store = ModelStore(tmp_path / "models")
-    model = store.create("seeing", store.import_file(model_file))
+    weights = store.import_file(model_file)
+    model, plain = store.create("seeing", weights), store.create("plain", weights)
     mmproj = write_gguf(tmp_path / "mmproj.gguf", [("general.architecture", STRING, "clip")], [])
     manifest = json.loads(model.name.manifest_path(store.root).read_bytes())
     manifest["layers"].append(store.import_file(mmproj, MEDIA["projector"]).to_json())
     store.write_manifest_bytes(model.name, json.dumps(manifest).encode())
-    with pytest.raises(InvalidRequest, match="does not run vision projectors yet"):
-        check_images(1, store.resolve("seeing"), "seeing")
-    check_images(0, store.resolve("seeing"), "seeing")  # no images: nothing to refuse
+    check_images(1, store.resolve("seeing"), "seeing")  # answered (tests/test_vision.py)
+    with pytest.raises(InvalidRequest, match='"plain:latest" does not support images'):
+        check_images(1, plain)
+    check_images(0, plain)  # no images: nothing to refuse
 
 
 def test_the_readers_count_images_on_requests_and_messages():

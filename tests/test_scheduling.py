@@ -158,9 +158,10 @@ def test_admission_order_and_victims():
     a, b, c = NS(batch=True, tokens=[1]), NS(batch=False, tokens=[2]), NS(batch=True, tokens=[3])
     paused = NS(batch=True, tokens=[4])
     assert admission_order([a, b, c], [paused]) == [b, paused, a, c]
-    running = [NS(batch=True, n_past=50), NS(batch=False, n_past=1), NS(batch=True, n_past=9)]
+    running = [NS(batch=True, n_past=50, images=[]), NS(batch=False, n_past=1, images=[]),
+               NS(batch=True, n_past=9, images=[]), NS(batch=True, n_past=2, images=["img"])]
     assert victims(running, 1) == [running[2]]
-    assert victims(running, 5) == [running[2], running[0]]
+    assert victims(running, 5) == [running[2], running[0]]  # never one with images
     assert victims(running, 0) == []
 
 

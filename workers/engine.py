@@ -12,6 +12,11 @@ for its prompt besides what the running sequences hold (first come, first served
 still runs out mid-step is relieved as `_relieve_kv_pressure` says. A prompt that does not fit
 its context (len >= the limit) makes `submit` raise ValueError; the caller decides whether to
 truncate, since only it knows which part of a chat may be dropped.
+
+Images: with a vision projector (`mmproj_path`, workers.vision) a prompt's images are spans of
+embedding rows; each is decoded in a decode of its own, on the same thread, when the
+sequence's prefill reaches it, and the text after it goes on in the shared batch. The KV from
+a sequence's first image on is never kept as a prefix cache.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ import llama_cpp
 import numpy as np
 
 from workers import llama_loader, logprobs, scheduler
-from workers.llama_batch import TokenBatch
+from workers.llama_batch import EmbeddingBatch, TokenBatch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
 from workers.sampling import GrammarError, Options, build_sampler, free_sampler
 from workers.sequence import Request, Sequence
 from workers.stream import Completion, EngineError, Stream
+from workers.vision import ImageSpan, Projector
 
 __all__ = [
     "Completion",
@@ -69,6 +75,7 @@ class Engine:
         lora_path: str | None = None,
         prefix_cache: bool = True,
         arriving: Callable[[], int] | None = None,
+        mmproj_path: str | None = None,
     ) -> None:
         if not 1 <= n_parallel <= llama_cpp.llama_max_parallel_sequences():
             raise ValueError(f"n_parallel must be 1..{llama_cpp.llama_max_parallel_sequences()}")
@@ -82,6 +89,7 @@ class Engine:
         self._arriving = arriving or (lambda: 0)  # requests on their way (workers/arrivals)
         self._model = None
         self._ctx = None
+        self.vision: Projector | None = None  # set with an mmproj: the model sees images
         llama_loader.init_backend()
         self._model = llama_loader.load_model(model_path)
         try:
@@ -94,6 +102,8 @@ class Engine:
             )
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
+            if mmproj_path:
+                self.vision = Projector(mmproj_path, self._model, n_threads or usable_cpus())
             self._describe_model()
         except BaseException:
             self._free()
@@ -103,6 +113,8 @@ class Engine:
         self.max_ctx = min(self.n_ctx, trained) if trained > 0 else self.n_ctx
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = TokenBatch(self.n_batch)
+        self._image_batch = (EmbeddingBatch(self.n_batch, self.vision.n_embd)
+                             if self.vision else None)
         self._slots: list[Sequence | None] = [None] * n_parallel
         recurrent = llama_cpp.llama_model_is_recurrent(self._model)
         recurrent = recurrent or llama_cpp.llama_model_is_hybrid(self._model)
@@ -153,6 +165,7 @@ class Engine:
     def submit(
         self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0,
         batch: bool = False,
+        images: list[ImageSpan] | None = None,
     ) -> Stream:
         """Queue a sequence and return its stream at once; it joins at the next decode step.
 
@@ -160,8 +173,10 @@ class Engine:
         every id is busy takes a batch sequence's id, which resumes later (workers/scheduler).
 
         keep_logits=N copies the first N next-token logits rows onto `Stream.logits` (for tests).
+        images are the spans of tokens whose rows are image embeddings (Projector.tokenize).
         Raises ValueError for an empty prompt, unknown token ids, a prompt that leaves no room
-        in the sequence's context, or (GrammarError) an output grammar llama.cpp cannot parse.
+        in the sequence's context, images out of place, or (GrammarError) an output grammar
+        llama.cpp cannot parse.
         """
         limit = self.context_limit(options)
         # The limit the sequence really has, so "the whole context" (repeat_last_n -1) is it,
@@ -171,6 +186,7 @@ class Engine:
             raise ValueError("the prompt has no tokens")
         if min(tokens) < 0 or max(tokens) >= self._vocab.n_tokens:
             raise ValueError(f"token ids must be in 0..{self._vocab.n_tokens - 1}")
+        self._check_images(images or [], len(tokens))
         if len(tokens) >= limit:
             raise ValueError(
                 f"the prompt is {len(tokens)} tokens but this sequence's context holds {limit} "
@@ -181,7 +197,8 @@ class Engine:
         # set-up (parsing a grammar, feeding the prompt to the penalties) never delays a step.
         self._check_open()  # the vocabulary is freed with the model
         sampler = build_sampler(self._vocab.ptr, self._vocab.n_tokens, options, tokens)
-        request = Request(list(tokens), options, Stream(keep_logits), limit, sampler, batch)
+        request = Request(list(tokens), options, Stream(keep_logits), limit, sampler, batch,
+                          list(images or []))
         with self._cond:
             try:
                 self._check_open()
@@ -191,6 +208,21 @@ class Engine:
             self._waiting.append(request)
             self._cond.notify()
         return request.stream
+
+    def _check_images(self, images: list[ImageSpan], n_prompt: int) -> None:
+        """Images must lie inside the prompt in order, n_embd wide, with text after the last
+        (whose logits give the first token; an image's rows give none)."""
+        if not images:
+            return
+        if self.vision is None:
+            raise ValueError("this model has no vision projector, so it takes no images")
+        end = 0
+        for span in images:
+            if span.start < end or span.embd.ndim != 2 or span.embd.shape[1] != self.vision.n_embd:
+                raise ValueError(f"images must be in prompt order, {self.vision.n_embd} wide")
+            end = span.end
+        if end >= n_prompt:
+            raise ValueError("the prompt must not end with an image: text follows it")
 
     def context_limit(self, options: Options | None = None) -> int:
         """The tokens one sequence may hold with these options: its num_ctx (n_ctx_per_seq when
@@ -227,7 +259,10 @@ class Engine:
             raise EngineError(self._failure)
 
     def _free(self) -> None:
-        """Free the context before the model it belongs to (LoRA adapters go with the model)."""
+        """Free the context and projector before the model they belong to (LoRA adapters go
+        with the model)."""
+        if self.vision:
+            self.vision.close()
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
@@ -330,7 +365,7 @@ class Engine:
 
     def _admit(self, request: Request) -> None:
         """Give request the free id whose cached KV shares the longest prefix with it."""
-        seq_id, keep = self._place(request.tokens)
+        seq_id, keep = self._place(request.shareable())
         self._slots[seq_id] = Sequence(seq_id, request, keep, next(self._ticket))
         self._n_busy += 1
 
@@ -338,7 +373,7 @@ class Engine:
         """Pick a free id for tokens and set its KV to their longest cached prefix; return
         (id, tokens already in its KV). See workers.prefix_cache for the choice."""
         free = [i for i, s in enumerate(self._slots) if s is None]
-        busy = {s.seq_id: s.tokens[: s.n_past] for s in self._slots if s is not None}
+        busy = {s.seq_id: s.cacheable(s.n_past) for s in self._slots if s is not None}
         plan = self._prefix.plan(tokens, free, busy)
         seq_id, keep = plan.seq_id, plan.keep
         held = len(self._prefix.tokens[seq_id])
@@ -356,6 +391,7 @@ class Engine:
         for seq in self._active():
             if seq.stream.cancelled:
                 self._finish(seq, "cancel")
+        self._prefill_images()
         prefill_cap = self.n_batch
         while active := self._active():
             n_gen = sum(1 for s in active if not s.prefilling)
@@ -369,6 +405,36 @@ class Engine:
                 self._fail([s for s, _, _ in plan], f"llama_decode returned {rc}")
                 return
             prefill_cap = self._relieve_kv_pressure(active, prefill_cap, self._batch.n - n_gen)
+
+    def _prefill_images(self) -> None:
+        """Decode the images that come next in prefilling prompts into their sequences' KV,
+        each in a decode of its own (a batch holds tokens or embeddings, not both), so the
+        step's token batch then goes on with the text after them."""
+        for seq in self._active():
+            while seq.prefilling and (span := seq.image_at(seq.n_past)) is not None:
+                if not self._decode_image(seq, span):
+                    break
+
+    def _decode_image(self, seq: Sequence, span: ImageSpan) -> bool:
+        """Decode one image's rows into seq's KV; False if seq ended instead. A pool with no
+        room is relieved as for text (_relieve_kv_pressure) and the image tried once more."""
+        for attempt in range(2):
+            started = time.perf_counter_ns()
+            rc = self._image_batch.decode(self._ctx, seq.seq_id, span.embd, seq.n_past,
+                                          non_causal=span.non_causal)
+            if rc == 0:
+                seq.prompt_ns += time.perf_counter_ns() - started
+                seq.n_past = span.end
+                return True
+            # pieces decoded before the one that failed
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, seq.n_past, -1)
+            if rc != 1 or attempt:
+                break
+            self._relieve_kv_pressure(self._active(), self.n_batch, 0)
+            if self._slots[seq.seq_id] is not seq:
+                return False  # it was the one ended to make room
+        self._fail([seq], f"llama_decode of an image returned {rc}")
+        return False
 
     def _active(self) -> list[Sequence]:
         """Active sequences in admission order: prompt chunks go first come, first served."""
@@ -387,7 +453,9 @@ class Engine:
                 plan.append((seq, 1, index))
         for seq in active:
             if seq.prefilling and budget > 0:
-                k = min(budget, seq.n_eval - seq.n_past)
+                k = min(budget, seq.text_end() - seq.n_past)
+                if k <= 0:
+                    continue  # an image is next (_prefill_images)
                 last = seq.n_past + k == seq.n_eval and seq.sample_after_eval
                 chunk = seq.tokens[seq.n_past : seq.n_past + k]
                 index = self._batch.add(seq.seq_id, chunk, seq.n_past, last)
@@ -499,7 +567,12 @@ class Engine:
         self._slots[seq.seq_id] = None
         self._n_busy -= 1
         if keep_cache and self.prefix_cache:
-            self._prefix.released(seq.seq_id, seq.tokens[: seq.n_past])
+            kept = seq.cacheable(seq.n_past)
+            if len(kept) < seq.n_past and not llama_cpp.llama_memory_seq_rm(
+                    self._memory, seq.seq_id, len(kept), -1):  # the image's cells and after
+                llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+                kept = []
+            self._prefix.released(seq.seq_id, kept)
         else:  # the next user of this id must not attend to stale cells
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
             self._prefix.released(seq.seq_id, [])

@@ -73,3 +73,62 @@ class TokenBatch:
         """
         self._struct.n_tokens = self.n
         return compute.run(llama_cpp.llama_decode, ctx, self._struct)
+
+
+class EmbeddingBatch:
+    """Rows of input embeddings (an image's, from a vision projector) for one sequence.
+
+    llama_decode takes either token ids or embeddings in one batch, never both, so an image is
+    decoded by itself, in pieces of at most `capacity` rows, before the text after it.
+    """
+
+    def __init__(self, capacity: int, n_embd: int) -> None:
+        self.capacity = capacity
+        self.n_embd = n_embd
+        self.embd = np.zeros((capacity, n_embd), dtype=np.float32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.seq = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self._n_seq_id = np.ones(capacity, dtype=np.int32)
+        seq_ptr = ctypes.POINTER(llama_cpp.llama_seq_id)
+        base, step = self.seq.ctypes.data, self.seq.itemsize
+        self._seq_rows = (seq_ptr * capacity)(
+            *(ctypes.cast(base + i * step, seq_ptr) for i in range(capacity))
+        )
+        self._struct = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=None,
+            embd=self.embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            pos=self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
+            n_seq_id=self._n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(self._seq_rows, ctypes.POINTER(seq_ptr)),
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def decode(self, ctx: llama_cpp.llama_context_p, seq_id: int, rows: np.ndarray, pos0: int,
+               *, non_causal: bool = False) -> int:
+        """Decode rows into seq_id's KV from position pos0 (no logits); return llama.cpp's
+        status code, stopping at the first piece that fails. Rows that must attend to each
+        other both ways (non_causal) go in one piece, with causal attention off for it."""
+        if non_causal and len(rows) > self.capacity:
+            raise ValueError(f"an image of {len(rows)} rows needs n_batch >= {len(rows)}")
+        self.seq[:] = seq_id
+        for first in range(0, len(rows), self.capacity):
+            piece = rows[first : first + self.capacity]
+            k = len(piece)
+            self.embd[:k] = piece
+            self.pos[:k] = np.arange(pos0 + first, pos0 + first + k, dtype=np.int32)
+            self._struct.n_tokens = k
+            rc = compute.run(self._decode, ctx, non_causal)
+            if rc != 0:
+                return rc
+        return 0
+
+    def _decode(self, ctx: llama_cpp.llama_context_p, non_causal: bool) -> int:
+        if not non_causal:
+            return llama_cpp.llama_decode(ctx, self._struct)
+        llama_cpp.llama_set_causal_attn(ctx, False)
+        try:
+            return llama_cpp.llama_decode(ctx, self._struct)
+        finally:
+            llama_cpp.llama_set_causal_attn(ctx, True)

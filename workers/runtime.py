@@ -112,6 +112,7 @@ class Runtime:
             n_threads=self.settings.threads,
             lora_path=adapter,
             arriving=self.arrivals.pending,
+            mmproj_path=str(model.projectors[0]) if model.projectors else None,
         )
 
     def _queues(self, action: str, batch: bool) -> None:

@@ -34,6 +34,8 @@ def admission_order(waiting: Iterable[Work], paused: Iterable[Work]) -> list[Wor
 class Running(Protocol):
     batch: bool
     n_past: int
+    images: list  # image spans: a sequence with images is not paused (its KV past an image
+    # is never kept, and re-evaluating would need the images encoded again)
 
 
 def victims(running: Iterable[Running], wanted: int) -> list[Running]:
@@ -41,4 +43,5 @@ def victims(running: Iterable[Running], wanted: int) -> list[Running]:
     with the least KV to re-evaluate should their cells be reused meanwhile."""
     if wanted <= 0:
         return []
-    return sorted((s for s in running if s.batch), key=lambda s: s.n_past)[:wanted]
+    movable = (s for s in running if s.batch and not s.images)
+    return sorted(movable, key=lambda s: s.n_past)[:wanted]

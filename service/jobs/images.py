@@ -3,9 +3,12 @@
 Ollama's requests carry images as base64 strings (`images` on /api/generate, on each
 /api/chat message); OpenAI's as `image_url` content parts, which corral takes only as
 `data:` URLs (it fetches nothing). A model answers about images only through a vision
-projector, which corral's workers do not run yet: so every request with images is refused
-with a 400 that says why, rather than its images being dropped and the text answered as if
-there were none (what Ollama's clients would otherwise get back without a word).
+projector (an mmproj GGUF: an Ollama projector layer, or a Modelfile's second FROM), which the
+worker runs through llama.cpp's multimodal library (workers/vision.py). A request with images
+for a model without one is refused with a 400 that says why, rather than its images being
+dropped and the text answered as if there were none (what Ollama's clients would otherwise
+get back without a word). Data that is base64 but no image format the projector reads is a
+400 naming the field, here, before anything is queued.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import json
 from typing import Any
 
 from service.core.errors import InvalidRequest
-from service.models.capabilities import VISION
 from service.models.store import Model
+
+# The first bytes of the formats llama.cpp's image loader (stb_image, inside mtmd) reads.
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
 def read_images(value: Any, where: str) -> list[str]:
@@ -29,6 +34,8 @@ def read_images(value: Any, where: str) -> list[str]:
     for i, item in enumerate(value):
         if not isinstance(item, str) or not _is_base64(item):
             raise InvalidRequest(f"invalid field '{where}[{i}]': expected a base64-encoded image")
+        if not _is_image(item):
+            raise InvalidRequest(f"invalid field '{where}[{i}]': {_NOT_AN_IMAGE}")
     return list(value)
 
 
@@ -44,6 +51,8 @@ def from_image_url(part: dict[str, Any], where: str) -> str:
                              "send the image inline as a data: URL (data:image/png;base64,...)")
     if not _is_base64(data):
         raise InvalidRequest(f"invalid field '{where}.image_url.url': the data is not base64")
+    if not _is_image(data):
+        raise InvalidRequest(f"invalid field '{where}.image_url.url': {_NOT_AN_IMAGE}")
     return data
 
 
@@ -54,16 +63,23 @@ def count_images(job: dict[str, Any]) -> int:
 
 
 def check_images(count: int, model: Model, name: str | None = None) -> None:
-    """Refuse images: a model without a vision projector cannot see them, and one with a
-    projector needs what corral does not run yet. Either way a 400 names the model."""
-    if not count:
-        return
-    shown = json.dumps(name or model.name.display())
-    if VISION not in model.capabilities():
+    """Refuse images for a model without a vision projector, which would answer without
+    seeing them, with a 400 naming the model. (A GGUF that declares a vision tower of its
+    own but comes with no projector file is refused too: corral runs images only through
+    an mmproj.)"""
+    if count and not model.projectors:
+        shown = json.dumps(name or model.name.display())
         raise InvalidRequest(f"{shown} does not support images: it has no vision projector, "
                              "so it would answer without seeing them")
-    raise InvalidRequest(f"{shown} has a vision projector, but corral does not run vision "
-                         "projectors yet: images are refused rather than ignored")
+
+
+_NOT_AN_IMAGE = "the data is not an image (expected PNG, JPEG, GIF or BMP)"
+
+
+def _is_image(text: str) -> bool:
+    """Whether base64 text starts like an image the projector reads (its first 12 bytes)."""
+    head = base64.b64decode(text[:16])
+    return head.startswith(_SIGNATURES)
 
 
 def _is_base64(text: str) -> bool:

@@ -140,7 +140,7 @@ class GenerateRequest:
     think: bool | str | None = None  # thinking on/off or a level; 400 if the model cannot
     logprobs: bool = False  # each output token's log probability (the model's, pre-sampling)
     top_logprobs: int = 0  # with logprobs: the N likeliest tokens at each position (0-20)
-    images: list[str] = field(default_factory=list)  # base64 images; refused (service.jobs.images)
+    images: list[str] = field(default_factory=list)  # base64 images (service.jobs.images)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateRequest:

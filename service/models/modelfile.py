@@ -97,6 +97,10 @@ class Modelfile:
     """A parsed Modelfile; `parameters` holds typed values, `stop` as a list."""
 
     from_: str = ""
+    # The earlier FROMs, when there are several: vision projector GGUFs (an mmproj) are told
+    # apart from weights by their architecture when the model is created; of several weights
+    # the last FROM wins, as a single value does.
+    projectors: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -116,6 +120,7 @@ class Modelfile:
                 "",
             ]
         lines.append(f"FROM {self.from_}")
+        lines += [f"FROM {_quote(p)}" for p in self.projectors]
         lines += [f"ADAPTER {_quote(a)}" for a in self.adapters]
         if self.template is not None:
             lines.append(f"TEMPLATE {_quote(self.template)}")
@@ -258,7 +263,9 @@ def _complete(value: str) -> bool:
 
 def _apply(result: Modelfile, line_no: int, word: str, arg: str, value: str) -> None:
     """Record one instruction on the Modelfile being built."""
-    if word == "from":
+    if word == "from":  # as Ollama, another FROM may name a vision projector (an mmproj GGUF)
+        if result.from_:
+            result.projectors.append(result.from_)
         result.from_ = value
     elif word == "parameter":
         _set_parameter(result.parameters, line_no, arg, value)

@@ -214,12 +214,15 @@ class ModelStore:
         license: Iterable[str] = (),
         messages: list[dict[str, str]] | None = None,
         adapters: Iterable[Layer] = (),
+        projectors: Iterable[Layer] = (),
     ) -> Model:
-        """Write a manifest naming the model blob, adapters and text layers; return the model."""
+        """Write a manifest naming the model blob, adapters, projectors and text layers;
+        return the model."""
         model_name = self.existing_name(name)
         model_layer = Layer(MEDIA["model"], model_layer.digest, model_layer.size)
         layers = [model_layer]
         layers += [Layer(MEDIA["adapter"], a.digest, a.size) for a in adapters]
+        layers += [Layer(MEDIA["projector"], p.digest, p.size) for p in projectors]
         for kind, text in (("template", template), ("system", system)):
             if text is not None:
                 layers.append(self.write_bytes(text.encode(), MEDIA[kind]))

@@ -17,9 +17,11 @@ from service.jobs.records import Job, JobStatus
 from service.models.store import Model
 from service.models.thinking import Piece, ThinkingParser, prompt_opens
 from service.models.tool_calls import ToolCallParser, call_ids
+from workers.images import place_images, request_images, tag_images
 from workers.job_context import JobContext
 from workers.model_pool import LoadedEngine
 from workers.prompt import build_options, build_prompt, fit_prompt, reasoning_tags, tool_plan
+from workers.vision import ImageError, ImageSpan
 
 # Batch lines stream their text at most once a second: few follow one live, and on the batch
 # path every event is CPU taken from the decode of the other lines.
@@ -76,14 +78,11 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     """Submit the prompt and publish its text as the engine produces it (see stream_pace);
     return the stream and the Output that split its reasoning and tool calls out."""
     tools = tool_plan(model, job.request, engine) if job.kind == "chat" else None
-    prompt = build_prompt(model, job.request, job.kind, engine, tools and tools.tools)
     options = build_options(model, job.request, ctx.settings.num_ctx, tools)
-    tokens = fit_prompt(engine.tokenize(prompt), engine.context_limit(options), bos=engine.bos_id,
-                        num_predict=options.num_predict,
-                        truncate=job.request.get("truncate", True) is not False)
+    prompt, tokens, images = _prompt(job, model, engine, tools, options)
     ctx.arrivals.settled(job.id)  # here now: an idle engine need not wait for it (arrivals)
     try:
-        stream = engine.submit(tokens, options, batch=bool(job.batch_id))
+        stream = engine.submit(tokens, options, batch=bool(job.batch_id), images=images)
     except ValueError as exc:  # a grammar llama.cpp cannot parse (GrammarError), no tokens
         raise InvalidRequest(str(exc)) from None
     with ctx.streams.running(job.id, stream):
@@ -107,6 +106,36 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
             stream.cancel()  # e.g. Redis went away: free the slot, the job is handed back
             raise
     return stream, output
+
+
+def _prompt(job: Job, model: Model, engine, tools, options) -> tuple[str, list[int],
+                                                                     list[ImageSpan]]:
+    """The rendered prompt, its tokens cut to the context (fit_prompt), and its images'
+    spans when it has images, which the projector places where their tags are (a prompt
+    with images is never cut: a cut could split one)."""
+    shown = tools and tools.tools
+    images = request_images(job.request, job.kind)
+    if not images:
+        prompt = build_prompt(model, job.request, job.kind, engine, shown)
+        tokens = fit_prompt(engine.tokenize(prompt), engine.context_limit(options),
+                            bos=engine.bos_id, num_predict=options.num_predict,
+                            truncate=job.request.get("truncate", True) is not False)
+        return prompt, tokens, []
+    if engine.vision is None:
+        raise InvalidRequest(f"{model.name.display()!r} was loaded without its projector")
+    prompt = build_prompt(model, tag_images(job.request, job.kind), job.kind, engine, shown)
+    text, placed = place_images(prompt, images, engine.vision.marker)
+    try:
+        tokens, spans = engine.vision.tokenize(text, [image.data for image in placed])
+    except ImageError as exc:
+        raise InvalidRequest(f"invalid field '{placed[exc.index].field}': {exc}") from None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    limit = engine.context_limit(options)
+    if len(tokens) >= limit:
+        raise InvalidRequest(f"the prompt and its images are {len(tokens)} tokens but the "
+                             f"context holds {limit}: raise num_ctx or send fewer images")
+    return prompt, tokens, spans
 
 
 class Output:

@@ -43,13 +43,15 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
         layer = store.import_file(out)
     events.emit("progress", status=f"creating new layer {layer.digest}")
     manifest = request.get("manifest") or {}
-    adapters = [Layer(MEDIA["adapter"], a["digest"], a["size"])
-                for a in manifest.get("adapters") or []]
+    adapters, projectors = ([Layer(MEDIA[kind], x["digest"], x["size"])
+                             for x in manifest.get(f"{kind}s") or []]
+                            for kind in ("adapter", "projector"))
     events.emit("progress", status="writing manifest")
     model = store.create(request["model"], layer, template=manifest.get("template"),
                          system=manifest.get("system"), parameters=manifest.get("parameters"),
                          license=manifest.get("license") or [],
-                         messages=manifest.get("messages"), adapters=adapters)
+                         messages=manifest.get("messages"), adapters=adapters,
+                         projectors=projectors)
     name = model.name.display()
     metrics = {"total_duration": time.perf_counter_ns() - started}
     if ctx.finish(job.id, JobStatus.SUCCEEDED, output=name, metrics=metrics):

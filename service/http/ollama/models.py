@@ -65,9 +65,9 @@ def _modelfile_from_fields(body: dict[str, Any]) -> Modelfile:
     source, files = field(body, "from", str), field(body, "files", dict, {})
     if source:
         modelfile.from_ = source
-    elif files:
+    elif files:  # the weights and any projector: told apart by their GGUFs (_split_projectors)
         ggufs = [d for n, d in files.items() if str(n).endswith(".gguf")] or list(files.values())
-        modelfile.from_ = str(ggufs[0])
+        modelfile.from_, modelfile.projectors = str(ggufs[0]), [str(d) for d in ggufs[1:]]
     adapters = field(body, "adapters", dict, {})
     if adapters:
         modelfile.adapters = [str(d) for d in adapters.values()]
@@ -133,17 +133,43 @@ def _blob_or_file(store: ModelStore, source: str, what: str, media_type: str) ->
     return store.import_file(path, media_type)
 
 
+def _split_projectors(store: ModelStore, sources: list[str]) -> tuple[str, list[Layer]]:
+    """Of a Modelfile's FROMs (in order), the one that names the weights (or a model), the
+    last such as ever, and the vision projectors: GGUFs whose architecture is "clip", as
+    Ollama tells them apart (llama.cpp's converters write mmproj files so)."""
+    main, projectors = [], []
+    for source in sources:
+        layer = _blob_or_file(store, source, "FROM", MEDIA["projector"])
+        if layer is not None and _architecture(store, layer) == "clip":
+            projectors.append(layer)
+        else:
+            main.append(source)
+    if not main:
+        raise InvalidRequest("invalid FROM: every FROM is a vision projector (a GGUF of "
+                             "architecture clip); one must name the model's weights")
+    return main[-1], projectors
+
+
+def _architecture(store: ModelStore, layer: Layer) -> str | None:
+    return gguf.read_metadata(store.blob_path(layer.digest)).get("general.architecture")
+
+
 def _manifest(store: ModelStore, modelfile: Modelfile) -> tuple[Layer, dict[str, Any]]:
     """The weights a Modelfile names, and the rest of the manifest (ModelStore.create's
     keywords); FROM an existing model inherits its layers (template and system unless
-    replaced, parameters merged, licenses added, as Ollama)."""
+    replaced, parameters merged, licenses added, its projectors unless others are named,
+    as Ollama)."""
     base = None
-    layer = _blob_or_file(store, modelfile.from_, "FROM", MEDIA["model"])
+    projectors: list[Layer] = []
+    source = modelfile.from_
+    if modelfile.projectors:
+        source, projectors = _split_projectors(store, [*modelfile.projectors, source])
+    layer = _blob_or_file(store, source, "FROM", MEDIA["model"])
     if layer is None:
-        base = store.resolve(modelfile.from_)
+        base = store.resolve(source)
         layer = base.layer("model")
         if layer is None:
-            raise InvalidRequest(f"invalid FROM: model '{modelfile.from_}' has no weights")
+            raise InvalidRequest(f"invalid FROM: model '{source}' has no weights")
     adapters = []
     for source in modelfile.adapters:
         adapter = _blob_or_file(store, source, "ADAPTER", MEDIA["adapter"])
@@ -162,8 +188,10 @@ def _manifest(store: ModelStore, modelfile: Modelfile) -> tuple[Layer, dict[str,
         licenses = base.license + licenses
         messages = messages or base.messages
         adapters = adapters or [x for x in [base.layer("adapter")] if x is not None]
+        projectors = projectors or [x for x in base.layers if x.media_type == MEDIA["projector"]]
     return layer, {"template": template, "system": system, "parameters": parameters or None,
-                   "license": licenses, "messages": messages or None, "adapters": adapters}
+                   "license": licenses, "messages": messages or None, "adapters": adapters,
+                   "projectors": projectors}
 
 
 @bp.post("/create")
@@ -199,9 +227,10 @@ def _quantized(store: ModelStore, name: str, layer: Layer, manifest: dict[str, A
     progress lines; it goes on if the client hangs up, as a pull does."""
     kind = quantize.target(goal)
     quantize.check_source(gguf.read_metadata(store.blob_path(layer.digest)), kind)
-    adapters = [{"digest": a.digest, "size": a.size} for a in manifest["adapters"]]
+    layers = {k: [{"digest": x.digest, "size": x.size} for x in manifest[k]]
+              for k in ("adapters", "projectors")}
     req = QuantizeRequest(model=name, source=layer.digest, quantize=kind,
-                          manifest={**manifest, "adapters": adapters}, stream=stream)
+                          manifest={**manifest, **layers}, stream=stream)
     return progress(follow(JobKind.QUANTIZE, req, resolve=False).events, stream)
 
 
@@ -225,7 +254,9 @@ def show():
 
 def show_response(model: Model, meta: dict[str, Any]) -> dict[str, Any]:
     """Build /api/show's answer; empty strings are left out, as Go's omitempty does."""
-    modelfile = Modelfile(from_=str(model.model_path), parameters=dict(model.parameters),
+    modelfile = Modelfile(from_=str(model.model_path),
+                          projectors=[str(p) for p in model.projectors],
+                          parameters=dict(model.parameters),
                           template=model.template, system=model.system,
                           adapters=[str(p) for p in model.adapters],
                           license=list(model.license), messages=list(model.messages))

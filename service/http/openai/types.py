@@ -161,8 +161,9 @@ def _include_usage(body: dict[str, Any]) -> bool:
 
 def _content(i: int, content: Any) -> tuple[str, list[str]]:
     """A message's text and images: a string, or a content array's text parts joined and its
-    `image_url` parts (data: URLs) as base64, which the model check then refuses by name
-    (service.jobs.images) rather than dropping them."""
+    `image_url` parts (data: URLs) as base64, which a model with a vision projector answers
+    and the model check refuses by name for one without (service.jobs.images), rather than
+    dropping them."""
     if content is None or isinstance(content, str):
         return content or "", []
     param = f"messages[{i}].content"
