@@ -224,3 +224,5 @@ def test_the_batch_gate_stops_taking_lines_at_its_limit_and_restarts_when_one_en
     assert gate.paused and calls == ["pause"]
     gate.check()
     assert not gate.paused and calls == ["pause", "resume"] and gate.held == 1
+    gate.check(reassert=True)  # once a second: the state is sent again, whatever it is
+    assert calls == ["pause", "resume", "resume"]

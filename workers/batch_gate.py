@@ -51,15 +51,21 @@ class BatchGate:
             self.held -= 1
         self.check()
 
-    def check(self) -> None:
-        """Restart taking batch messages if they are stopped with room free (also called
-        now and then, so a restart that failed, Redis away, is tried again)."""
+    def check(self, reassert: bool = False) -> None:
+        """Restart taking messages if they are stopped with room free. With `reassert` (the
+        Runtime's once-a-second call) the state is sent again whatever it was: stop and
+        restart are broadcasts that may arrive out of order, or not at all (Redis away), and a
+        queue left stopped with room free would stall a batch."""
         with self._lock:
             go = self.paused and self.held < self.limit
             self.paused = self.paused and not go
+            again = reassert and not go
+            stopped = self.paused
         if go and not self._call(self._resume, "restart"):
             with self._lock:
                 self.paused = True
+        elif again:
+            self._call(self._pause if stopped else self._resume, "re-send the state of")
 
     @staticmethod
     def _call(action: Callable[[], None], what: str) -> bool:

@@ -150,7 +150,7 @@ class Runtime:
             except Exception:  # a failing close must not kill the reaper
                 log.exception("unloading an expired model failed")
             for gate in self.gates.values():
-                gate.check()
+                gate.check(reassert=True)
             ticks += 1
             if ticks % BATCH_SWEEP_SECONDS == 0:
                 try:
