@@ -165,7 +165,7 @@ class Engine:
     def submit(
         self, tokens: list[int], options: Options | None = None, *, keep_logits: int = 0,
         batch: bool = False,
-        images: list[ImageSpan] | None = None,
+        images: list[ImageSpan] | None = None, priority: int = 0,
     ) -> Stream:
         """Queue a sequence and return its stream at once; it joins at the next decode step.
 
@@ -198,7 +198,7 @@ class Engine:
         self._check_open()  # the vocabulary is freed with the model
         sampler = build_sampler(self._vocab.ptr, self._vocab.n_tokens, options, tokens)
         request = Request(list(tokens), options, Stream(keep_logits), limit, sampler, batch,
-                          list(images or []))
+                          priority, list(images or []))
         with self._cond:
             try:
                 self._check_open()

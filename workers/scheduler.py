@@ -25,10 +25,12 @@ class Work(Protocol):
 
 
 def admission_order(waiting: Iterable[Work], paused: Iterable[Work]) -> list[Work]:
-    """Interactive requests (first come, first served), paused batch sequences (first paused
-    first), then new batch requests."""
+    """Interactive requests (higher job priority first, then first come, first served),
+    paused batch sequences (first paused first), then new batch requests."""
     waiting = list(waiting)
-    return [*(r for r in waiting if not r.batch), *paused, *(r for r in waiting if r.batch)]
+    interactive = sorted((r for r in waiting if not r.batch),
+                         key=lambda r: -getattr(r, "priority", 0))  # stable: FIFO within
+    return [*interactive, *paused, *(r for r in waiting if r.batch)]
 
 
 class Running(Protocol):

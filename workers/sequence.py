@@ -27,6 +27,7 @@ class Request:
     limit: int  # this sequence's context: prompt + generated tokens stay below it
     sampler: llama_cpp.llama_sampler_p  # built by submit; the Sequence then owns it
     batch: bool = False  # a batch line: it yields its slot to interactive work (scheduler)
+    priority: int = 0  # the job's priority (0-9): higher is admitted first
     images: list[ImageSpan] = field(default_factory=list)  # in prompt order, none overlapping
 
     def shareable(self) -> list[int]:

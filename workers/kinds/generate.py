@@ -82,7 +82,8 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
     prompt, tokens, images = _prompt(job, model, engine, tools, options)
     ctx.arrivals.settled(job.id)  # here now: an idle engine need not wait for it (arrivals)
     try:
-        stream = engine.submit(tokens, options, batch=bool(job.batch_id), images=images)
+        stream = engine.submit(tokens, options, batch=bool(job.batch_id), images=images,
+                               priority=job.priority or 0)
     except ValueError as exc:  # a grammar llama.cpp cannot parse (GrammarError), no tokens
         raise InvalidRequest(str(exc)) from None
     with ctx.streams.running(job.id, stream):
