@@ -118,7 +118,7 @@ def test_queue_position_while_waiting(client):
 
 def _started_order(client, ids):
     """The jobs in the order they began decoding (their first token): a worker claims a few
-    jobs beyond its slots (workers/batch_gate), and its engine then runs them in priority
+    jobs beyond its slots (workers/gates), and its engine then runs them in priority
     order (workers/scheduler)."""
     jobs = [wait_finished(client, i) for i in ids]
     return [j["id"] for j in sorted(jobs, key=lambda j: j["first_token_at"])]

@@ -234,7 +234,7 @@ def test_interactive_request_starts_before_the_batchs_queued_lines(settings):
                                                 num_parallel=2)) as runtime:
             batch_id = post_batch(client, jsonl(lines)).get_json()["id"]
             # The worker holds its batch places (two slots and one line ready for the next
-            # free slot: workers/batch_gate); the rest of the window waits in the queue.
+            # free slot: workers/gates); the rest of the window waits in the queue.
             wait_for(client, batch_id,
                      lambda b: b["counts"]["running"] == runtime.gate.limit, timeout=120)
             queued = [j.id for j in batch_jobs(app, batch_id) if j.status == "queued"]

@@ -152,8 +152,8 @@ def test_a_response_is_read_again_listed_and_deleted(app, api, worker):
     listed = api.responses.input_items.list(follow.id, order="asc")
     assert [i.content[0].text for i in listed.data] == ["And again."]  # not the earlier turn
 
-    deleted = api.responses.delete(created.id)
-    assert deleted is None or getattr(deleted, "deleted", True)
+    deleted = json.loads(api.responses.with_raw_response.delete(created.id).text)
+    assert deleted == {"id": created.id, "object": "response", "deleted": True}
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve(created.id)
     job = job_of(app, created.id)

@@ -29,14 +29,15 @@ def gathering(arrivals: Arrivals):
 
 
 def two_apart(engine: Engine, arrivals: Arrivals, *, announced: bool) -> list:
-    """Submit two prompts 20 ms apart to an idle engine; the second is announced as on its
-    way (received by the worker, not yet submitted) before the first is submitted, or not."""
+    """Submit two prompts a few ms apart to an idle engine (well inside its 30 ms gather when
+    announced; 20 ms, more than a step, when not); the second is announced as on its way
+    (received by the worker, not yet submitted) before the first is submitted, or not."""
     if announced:
         arrivals.arrived("second")
     first = engine.submit(chat(engine, "Name a fruit."), GREEDY)
 
     def later() -> None:
-        time.sleep(0.02)
+        time.sleep(0.005 if announced else 0.02)
         arrivals.settled("second")
         streams.append(engine.submit(chat(engine, "Name a colour."), GREEDY))
 
@@ -61,19 +62,32 @@ def test_a_lone_request_is_not_held(gathering, arrivals):
 
 
 def test_pending_counts_received_and_expected_jobs_once():
-    arrivals = Arrivals(expected=lambda: ["b", "c"])
+    from workers.arrivals import EXPECTED_S
+
+    looks: list[int] = []
+
+    def queued() -> list[str]:
+        looks.append(1)
+        return ["b", "c"]
+
+    arrivals = Arrivals(expected=queued)
     arrivals.arrived("a")
     arrivals.arrived("b")
     assert arrivals.pending() == 3
     arrivals.settled("a")
     arrivals.settled("a")
-    assert arrivals.pending() == 2
+    arrivals.settled("c")  # claimed and submitted since the database was asked
+    assert arrivals.pending() == 1
+    assert len(looks) == 1  # asked once for the looks of one gather
 
     def broken():
         raise OSError("database away")
 
     arrivals.expected = broken
+    time.sleep(EXPECTED_S)
     assert arrivals.pending() == 1  # what was received still counts
+    arrivals.arrived("c")  # taken again after a loss: it counts again
+    assert arrivals.pending() == 2
 
 
 # ---- interactive first -------------------------------------------------------------------
@@ -170,7 +184,7 @@ def test_admission_order_and_victims():
 def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_completes(
         app, client, settings):
     """With 2 slots and 6 long batch lines queued, a streamed chat is still received (the
-    worker stops taking batch lines at 3, two running and one ready: workers/batch_gate) and
+    worker stops taking batch lines at 3, two running and one ready: workers/gates) and
     answered while both lines run (the engine pauses one: workers/scheduler); then every line
     completes."""
     import dataclasses
@@ -205,7 +219,7 @@ def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_complet
 
 
 def test_the_batch_gate_stops_taking_lines_at_its_limit_and_restarts_when_one_ends():
-    from workers.batch_gate import BatchGate
+    from workers.gates import Gate
 
     calls: list[str] = []
     failing = {"resume": True}
@@ -216,7 +230,7 @@ def test_the_batch_gate_stops_taking_lines_at_its_limit_and_restarts_when_one_en
             raise OSError("redis away")
         calls.append("resume")
 
-    gate = BatchGate(2, lambda: calls.append("pause"), resume)
+    gate = Gate(2, lambda: calls.append("pause"), resume)
     assert gate.try_enter() and calls == []
     assert gate.try_enter() and calls == ["pause"]  # full: stop taking batch messages
     assert not gate.try_enter()  # one that slipped in is given back, not held

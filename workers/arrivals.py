@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+EXPECTED_S = 0.05  # how long one look at the database's queued jobs serves
+SETTLED_KEPT = 256  # recently settled ids, so a stale look does not count them
 
 
 class Arrivals:
@@ -30,31 +36,47 @@ class Arrivals:
 
     def __init__(self, expected: Callable[[], Iterable[str]] | None = None) -> None:
         self._ids: set[str] = set()
+        self._settled: deque[str] = deque(maxlen=SETTLED_KEPT)
         self._lock = threading.Lock()
         self.expected = expected  # ids of jobs queued for this worker a moment ago
+        self._looked: tuple[float, set[str]] = (-EXPECTED_S, set())
 
     def arrived(self, job_id: str) -> None:
         with self._lock:
             self._ids.add(job_id)
+            if job_id in self._settled:  # taken again (handed back after a loss)
+                self._settled.remove(job_id)
 
     def settled(self, job_id: str) -> None:
         """The job submitted its sequence, or ended without one; idempotent."""
         with self._lock:
             self._ids.discard(job_id)
+            self._settled.append(job_id)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def pending(self) -> int:
-        """Jobs received and not yet submitted, with those queued for this worker just now."""
+        """Jobs received and not yet submitted, with those queued for this worker just now.
+
+        An engine asks every few milliseconds while it gathers: the database is asked at most
+        once per EXPECTED_S, and jobs settled since are taken off what it said."""
         with self._lock:
-            ids = set(self._ids)
-        if self.expected is not None:
+            ids = self._ids | self._queued()
+            return len(ids.difference(self._settled))
+
+    def _queued(self) -> set[str]:
+        """What `expected` said, asked again once the last answer is EXPECTED_S old."""
+        when, ids = self._looked
+        now = time.monotonic()
+        if self.expected is not None and now - when >= EXPECTED_S:
             try:
-                ids.update(self.expected())
+                ids = set(self.expected())
             except Exception:  # the database is away: gather what was received
                 log.debug("counting queued jobs failed", exc_info=True)
-        return len(ids)
+                ids = set()
+            self._looked = (now, ids)
+        return ids
 
     def on_received(self, app: Any):
         """A handler for Celery's task_received signal that counts `app`'s tasks (the task

@@ -28,7 +28,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     app = Celery("corral", set_as_current=False)
     app.conf.update(celery_config(settings, settings.redis_url))
     # Task threads wait on their own sequences while the engine's decode thread batches them
-    # together: a place each, for batch lines and for interactive requests (batch_gate).
+    # together: a place each, for batch lines and for interactive requests (workers/gates).
     app.conf.update(worker_pool="threads", worker_concurrency=pool_threads(settings))
     # Interactive queues first, then their batch queues (see service.jobs.queue).
     app.conf.task_queues = [
@@ -47,7 +47,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
 def batch_places(settings: Settings) -> int:
     """Jobs of one kind (batch lines, or interactive requests) a worker holds at once: one
     per slot, and a few waiting in the engine so that a slot whose job ends starts the next
-    at its next step (workers/batch_gate)."""
+    at its next step (workers/gates)."""
     return settings.num_parallel + max(1, settings.num_parallel // 2)
 
 

@@ -14,16 +14,11 @@ import numpy as np
 from workers import compute
 
 
-class TokenBatch:
-    """Token rows for one llama_decode: token, position, sequence id and whether to output logits.
-
-    Each row belongs to exactly one sequence (n_seq_id is 1 everywhere).
-    """
+class _Rows:
+    """What every llama_batch row has besides its input: position, sequence id (one per row)
+    and whether to output logits, as numpy arrays the struct points into."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.n = 0
-        self.token = np.zeros(capacity, dtype=np.int32)
         self.pos = np.zeros(capacity, dtype=np.int32)
         self.seq = np.zeros(capacity, dtype=np.int32)
         self.logits = np.zeros(capacity, dtype=np.int8)
@@ -34,15 +29,33 @@ class TokenBatch:
         self._seq_rows = (seq_ptr * capacity)(
             *(ctypes.cast(base + i * step, seq_ptr) for i in range(capacity))
         )
-        self._struct = llama_cpp.llama_batch(
-            n_tokens=0,
-            token=self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token)),
-            embd=None,
+        self._seq_ptr = seq_ptr
+
+    def batch(self, *, token=None, embd=None) -> llama_cpp.llama_batch:
+        """The struct over these rows and one input array (token ids or embeddings)."""
+        return llama_cpp.llama_batch(
+            n_tokens=0, token=token, embd=embd,
             pos=self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
             n_seq_id=self._n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
-            seq_id=ctypes.cast(self._seq_rows, ctypes.POINTER(seq_ptr)),
+            seq_id=ctypes.cast(self._seq_rows, ctypes.POINTER(self._seq_ptr)),
             logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
+
+
+class TokenBatch:
+    """Token rows for one llama_decode: token, position, sequence id and whether to output logits.
+
+    Each row belongs to exactly one sequence (n_seq_id is 1 everywhere).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.n = 0
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self._rows = _Rows(capacity)
+        self.pos, self.seq, self.logits = self._rows.pos, self._rows.seq, self._rows.logits
+        self._struct = self._rows.batch(
+            token=self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token)))
 
     def clear(self) -> None:
         """Empty the batch for the next step."""
@@ -86,24 +99,10 @@ class EmbeddingBatch:
         self.capacity = capacity
         self.n_embd = n_embd
         self.embd = np.zeros((capacity, n_embd), dtype=np.float32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
-        self.seq = np.zeros(capacity, dtype=np.int32)
-        self.logits = np.zeros(capacity, dtype=np.int8)
-        self._n_seq_id = np.ones(capacity, dtype=np.int32)
-        seq_ptr = ctypes.POINTER(llama_cpp.llama_seq_id)
-        base, step = self.seq.ctypes.data, self.seq.itemsize
-        self._seq_rows = (seq_ptr * capacity)(
-            *(ctypes.cast(base + i * step, seq_ptr) for i in range(capacity))
-        )
-        self._struct = llama_cpp.llama_batch(
-            n_tokens=0,
-            token=None,
-            embd=self.embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            pos=self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
-            n_seq_id=self._n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
-            seq_id=ctypes.cast(self._seq_rows, ctypes.POINTER(seq_ptr)),
-            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
-        )
+        self._rows = _Rows(capacity)
+        self.pos, self.seq = self._rows.pos, self._rows.seq
+        self._struct = self._rows.batch(
+            embd=self.embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
 
     def decode(self, ctx: llama_cpp.llama_context_p, seq_id: int, rows: np.ndarray, pos0: int,
                *, non_causal: bool = False) -> int:

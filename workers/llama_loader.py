@@ -34,7 +34,7 @@ class ModelLoadError(RuntimeError):
 
 
 @llama_cpp.llama_log_callback
-def _on_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+def on_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     """Forward one llama.cpp log line to Python logging; keep errors while a load is captured."""
     global _last_level
     level = _last_level if level == _GGML_CONT else level
@@ -54,12 +54,12 @@ def init_backend() -> None:
         if _installed:
             return
         llama_cpp.llama_backend_init()
-        llama_cpp.llama_log_set(_on_llama_log, ctypes.c_void_p(0))
+        llama_cpp.llama_log_set(on_llama_log, ctypes.c_void_p(0))
         _installed = True
 
 
 @contextlib.contextmanager
-def _capture_errors() -> Iterator[list[str]]:
+def capture_errors() -> Iterator[list[str]]:
     """Collect llama.cpp error lines logged inside the block (the log callback is global)."""
     global _captured
     with _capture_lock:
@@ -70,7 +70,7 @@ def _capture_errors() -> Iterator[list[str]]:
             _captured = None
 
 
-def _reason(errors: list[str], fallback: str) -> str:
+def failure_reason(errors: list[str], fallback: str) -> str:
     """Join captured error lines into one message, or use fallback if llama.cpp said nothing."""
     return "; ".join(errors) if errors else fallback
 
@@ -96,10 +96,10 @@ def load_model(path: str) -> llama_cpp.llama_model_p:
     params = llama_cpp.llama_model_default_params()
     if cpu_has_amx():
         params.use_extra_bufts = False
-    with _capture_errors() as errors:
+    with capture_errors() as errors:
         model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
     if not model:
-        raise ModelLoadError(_reason(errors, f"failed to load model from {path}"))
+        raise ModelLoadError(failure_reason(errors, f"failed to load model from {path}"))
     return model
 
 
@@ -121,19 +121,19 @@ def new_context(
     params.n_threads_batch = n_threads
     params.kv_unified = True
     params.no_perf = True
-    with _capture_errors() as errors:
+    with capture_errors() as errors:
         ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:
-        raise ModelLoadError(_reason(errors, "failed to create a llama.cpp context"))
+        raise ModelLoadError(failure_reason(errors, "failed to create a llama.cpp context"))
     return ctx
 
 
 def apply_lora(model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, path: str) -> None:
     """Load a LoRA adapter (freed with the model) and enable it at scale 1 on ctx."""
-    with _capture_errors() as errors:
+    with capture_errors() as errors:
         adapter = llama_cpp.llama_adapter_lora_init(model, path.encode("utf-8"))
     if not adapter:
-        raise ModelLoadError(_reason(errors, f"failed to load LoRA adapter from {path}"))
+        raise ModelLoadError(failure_reason(errors, f"failed to load LoRA adapter from {path}"))
     adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
     scales = (ctypes.c_float * 1)(1.0)
     if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:

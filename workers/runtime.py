@@ -33,7 +33,7 @@ from service.jobs.queue import JobQueue, consumed_queues, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
 from service.models.store import Model, ModelStore
 from workers.arrivals import Arrivals
-from workers.batch_gate import BatchGate
+from workers.gates import Gate
 from workers.heartbeat import Heartbeat
 from workers.job_context import JobContext, Streams
 from workers.model_pool import ModelPool
@@ -80,9 +80,9 @@ class Runtime:
         self.streams = Streams()
         self.node: str | None = None  # this worker's Celery node name, once a task says it
         places = batch_places or settings.num_parallel
-        # Jobs this worker holds, by kind of work (workers/batch_gate): batch lines, and
+        # Jobs this worker holds, by kind of work (workers/gates): batch lines, and
         # interactive requests (so a fleet's other workers get what this one cannot start).
-        self.gates = {batch: BatchGate(places, lambda b=batch: self._queues("cancel", b),
+        self.gates = {batch: Gate(places, lambda b=batch: self._queues("cancel", b),
                                        lambda b=batch: self._queues("add", b))
                       for batch in (True, False)}
         self.gate = self.gates[True]

@@ -16,7 +16,7 @@ def register(app: Celery, runtime: Callable[[], Runtime]) -> None:
 
     def run(task, job_id: str) -> None:
         # A batch line comes from a batch queue ("cpu.batch"); the worker's node name lets
-        # the Runtime stop and restart its own consumption of those (workers/batch_gate).
+        # the Runtime stop and restart its own consumption of those (workers/gates).
         routing = str((task.request.delivery_info or {}).get("routing_key") or "")
         runtime().run(job_id, node=task.request.hostname, batch=routing.endswith(".batch"))
 

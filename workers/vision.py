@@ -48,8 +48,8 @@ def _route_logs() -> None:
     """Send mtmd's log lines where llama.cpp's go (Python logging), not to raw stderr."""
     global _logs_routed
     if not _logs_routed:
-        mtmd_cpp.mtmd_log_set(llama_loader._on_llama_log, ctypes.c_void_p(0))
-        mtmd_cpp.mtmd_helper_log_set(llama_loader._on_llama_log, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_log_set(llama_loader.on_llama_log, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(llama_loader.on_llama_log, ctypes.c_void_p(0))
         _logs_routed = True
 
 
@@ -71,10 +71,11 @@ class Projector:
         params.n_threads = n_threads
         params.warmup = False  # the first image pays for it instead of every load
         _route_logs()
-        with llama_loader._capture_errors() as errors:
+        with llama_loader.capture_errors() as errors:
             self._ctx = compute.run(mtmd_cpp.mtmd_init_from_file, path.encode(), model, params)
         if not self._ctx:
-            raise ModelLoadError(llama_loader._reason(errors, f"failed to load projector {path}"))
+            raise ModelLoadError(llama_loader.failure_reason(
+                errors, f"failed to load projector {path}"))
         self._lock = threading.Lock()  # an mtmd context is not thread-safe
         self.n_embd = llama_cpp.llama_model_n_embd(model)
         self.marker = mtmd_cpp.mtmd_default_marker().decode()

@@ -88,6 +88,16 @@ class Job(Base):
         """Nanoseconds from the job's creation (request accepted) until now."""
         return int((now() - aware(self.created_at)).total_seconds() * 1e9)
 
+    def answer(self) -> tuple[str, dict[str, Any]]:
+        """The answer's text, and the data its `done` event had as the record keeps it:
+        reason, counts, and what the reply split out (reasoning, tool calls, logprobs); the raw
+        output alone for a job recorded before replies were (migration 0006)."""
+        reply = self.reply or {"content": self.output or ""}
+        done = {k: v for k, v in reply.items() if k != "content"}
+        done.update(done_reason=self.done_reason or "stop", eval_count=self.eval_count,
+                    prompt_eval_count=self.prompt_eval_count)
+        return reply.get("content", ""), done
+
     def to_dict(self) -> dict[str, Any]:
         """The job as JSON for the API and CLI."""
         data = {c.name: getattr(self, c.name) for c in self.__table__.columns}

@@ -201,7 +201,8 @@ class Output:
         if kind == "token":
             self.content.append(text)
             if logprobs is not None:
-                self.logprobs = [*(self.logprobs or []), *logprobs]
+                self.logprobs = self.logprobs if self.logprobs is not None else []
+                self.logprobs.extend(logprobs)
         if text:
             extra = {} if logprobs is None else {"logprobs": logprobs}
             self.events.emit(kind, text=text, **extra)

@@ -276,13 +276,9 @@ def _completion(line: BatchLine, job: Job) -> dict[str, Any]:
     finished = aware(job.finished_at or job.created_at)
     reply = types.Reply(f"{'chatcmpl' if chat else 'cmpl'}-{job.id}", line.model or job.model,
                         int(finished.timestamp()), chat=chat)
-    done = {"done_reason": job.done_reason, "prompt_eval_count": job.prompt_eval_count,
-            "eval_count": job.eval_count}
+    text, done = job.answer()
     if job.reply is not None:  # the answer as the worker split it (reasoning, calls)
-        text = job.reply.get("content", "")
-        done.update({k: v for k, v in job.reply.items() if k != "content"})
         return reply.whole(text, done)
-    text = job.output or ""  # a job recorded before replies were (migration 0006)
     names = [t["function"]["name"] for t in job.request.get("tools") or []]
     if chat and names and job.request.get("tool_choice") != "none":
         # The record keeps what the model wrote; its calls are split out as the worker did.

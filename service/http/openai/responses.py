@@ -107,12 +107,9 @@ def recorded(job: Job) -> dict:
     if status is JobStatus.FAILED:
         return reply.response("failed", error={"code": "server_error",
                                                "message": job.error or "job failed"})
-    answer = job.reply or {"content": job.output or ""}
-    done = {**{k: v for k, v in answer.items() if k != "content"},
-            "done_reason": job.done_reason or "stop", "eval_count": job.eval_count,
-            "prompt_eval_count": job.prompt_eval_count}
+    text, done = job.answer()
     finished = int(aware(job.finished_at).timestamp()) if job.finished_at else None
-    return reply.whole(answer.get("content", ""), done, completed_at=finished)
+    return reply.whole(text, done, completed_at=finished)
 
 
 @bp.delete("/responses/<response_id>")

@@ -362,13 +362,13 @@ def earlier_turn(previous: Job) -> list[dict[str, Any]]:
     messages = list(previous.request.get("messages") or [])
     if previous.request.get("instructions") is not None and messages:
         messages = messages[1:]
-    reply = previous.reply or {"content": previous.output or ""}
-    answer = {"role": "assistant", "content": reply.get("content", "")}
-    if reply.get("thinking"):
-        answer["thinking"] = reply["thinking"]
-    if reply.get("tool_calls"):  # the worker's calls, in the shape a request gives them
+    text, done = previous.answer()
+    answer = {"role": "assistant", "content": text}
+    if done.get("thinking"):
+        answer["thinking"] = done["thinking"]
+    if done.get("tool_calls"):  # the worker's calls, in the shape a request gives them
         answer.update(message_tool_fields({"role": "assistant",
-                                           "tool_calls": reply["tool_calls"]}, "output"))
+                                           "tool_calls": done["tool_calls"]}, "output"))
     return [*messages, answer]
 
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
-class BatchGate:
-    """Counts the batch lines this worker holds; `pause`/`resume` stop and restart taking more
-    (they are called outside the lock, and a failure is logged: check() tries again)."""
+class Gate:
+    """Counts the jobs of one kind this worker holds; `pause`/`resume` stop and restart taking
+    more (they are called outside the lock, and a failure is logged: check() tries again)."""
 
     def __init__(self, limit: int, pause: Callable[[], None], resume: Callable[[], None]):
         self.limit = limit
@@ -72,6 +72,6 @@ class BatchGate:
         try:
             action()
         except Exception:  # Redis away: the lines still wait here; check() tries again
-            log.warning("could not %s taking batch lines", what, exc_info=True)
+            log.warning("could not %s taking jobs", what, exc_info=True)
             return False
         return True
