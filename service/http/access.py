@@ -52,7 +52,8 @@ def install(app: Flask, settings: Settings, keys: KeyStore) -> None:
     def identify() -> None:
         g.corral_principal = LOCAL
         needs = getattr(current_app.view_functions.get(request.endpoint or ""), _NEEDS, "key")
-        if request.method == "OPTIONS" or needs == "nothing" or request.endpoint == "static":
+        public = needs == "nothing" or request.endpoint in ("static", "console.static")
+        if request.method == "OPTIONS" or public:
             return  # a CORS preflight carries no key; the console's files are public
         token = _token()
         if required:

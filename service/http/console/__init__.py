@@ -1,4 +1,5 @@
-"""The web face at `/`: today the page Ollama clients probe to see the server is up."""
+"""The web face: `/` (the probe Ollama clients use, and a browser's way in) and the operations
+console at `/ui/`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,6 @@ from flask import Blueprint
 
 def blueprint() -> Blueprint:
     """The console's blueprint, with its routes."""
-    from service.http.console import root
+    from service.http.console import pages
 
-    return root.bp
+    return pages.bp

@@ -1,0 +1,103 @@
+"""The console in a real browser: Debian's headless Chromium driven by Playwright, against the
+app over real HTTP with a real worker and model.
+
+No browser can be downloaded here, so Playwright is pointed at the system's chromium. Without
+one the tests skip, saying why, except where CORRAL_REQUIRE_BROWSER=1 (CI) makes that a
+failure. Each test saves screenshots at desktop and phone widths under out/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import serving
+from tests.test_api_jobs import submit, wait_finished
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "out" / "screenshots"
+CHROMIUM = os.environ.get("CORRAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+HOSTILE = '<img src=x onerror="window.__ran=1"><script>window.__ran=2</script> Say hi.'
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CORRAL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"no chromium at {CHROMIUM} (apt-get install -y chromium)")
+        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium to run these")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=SIZES["desktop"])
+    page = context.new_page()
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+def shoot(page, name: str) -> None:
+    """Screenshots of what the page shows now, at both widths."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for size, viewport in SIZES.items():
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+    page.set_viewport_size(SIZES["desktop"])
+
+
+def test_a_hostile_prompt_is_shown_as_text(app, client, worker, page):
+    job_id = submit(client, prompt=HOSTILE)
+    wait_finished(client, job_id)
+    with serving(app) as url:
+        page.goto(f"{url}/")  # a browser at the root lands in the console
+        assert page.url == f"{url}/ui/"
+        page.goto(f"{url}/ui/#/jobs/{job_id}")
+        page.get_by_text("succeeded ·").wait_for()
+        assert page.locator("#job-prompt").inner_text() == HOSTILE
+        assert page.locator("main img, main script").count() == 0
+        shoot(page, "job")
+        page.goto(f"{url}/ui/#/history")
+        page.locator(f'a[href="#/jobs/{job_id}"]').wait_for()
+        shoot(page, "history")
+        assert page.evaluate("window.__ran") is None and page.dialogs == []
+
+
+def test_an_answer_streams_in_survives_a_reload_and_is_cancelled(app, client, worker, page):
+    job_id = submit(client, prompt="Write a long essay about rivers.",
+                    options={"num_predict": 2000, "temperature": 0.8})
+    with serving(app) as url:
+        page.goto(f"{url}/ui/")
+        page.locator(f'a[href="#/jobs/{job_id}"]').wait_for()  # the queue lists it live
+        shoot(page, "queue")
+        page.locator(f'a[href="#/jobs/{job_id}"]').click()
+        output = page.locator("#job-output")
+        # (Polled from here: the page's policy forbids the eval that wait_for_function uses.)
+        before = wait_until(output.text_content, 60, ready=lambda text: len(text) > 20,
+                            message="the answer streaming into the page")
+        page.reload()
+        # The reloaded page replays the answer from its start and goes on from there.
+        after = wait_until(output.text_content, 60, ready=lambda text: len(text) > len(before),
+                           message="the answer going on after the reload")
+        assert after.startswith(before)
+        shoot(page, "streaming")
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text("cancelled ·").wait_for()
+    job = client.get(f"/jobs/{job_id}").get_json()
+    assert job["status"] == "cancelled" and 0 < job["eval_count"] < 2000
+    assert page.get_by_role("button", name="Cancel").is_disabled()
