@@ -8,6 +8,7 @@ failure. Each test saves screenshots at desktop and phone widths under out/scree
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import serving
-from tests.test_api_jobs import submit, wait_finished
+from tests.test_api_jobs import MODEL, submit, wait_finished
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,35 @@ def test_an_answer_streams_in_survives_a_reload_and_is_cancelled(app, client, wo
     job = client.get(f"/jobs/{job_id}").get_json()
     assert job["status"] == "cancelled" and 0 < job["eval_count"] < 2000
     assert page.get_by_role("button", name="Cancel").is_disabled()
+
+
+def test_a_batch_uploaded_from_the_page_runs_to_its_end_and_downloads(app, client, worker, page):
+    lines = "".join(json.dumps({"custom_id": f"line-{n}", "prompt": f"Count to {n + 2}.",
+                                "options": {"num_predict": 6, "temperature": 0}}) + "\n"
+                    for n in range(3)) + "{not json\n"
+    with serving(app) as url:
+        page.goto(f"{url}/ui/#/batches")
+        files = page.locator("#batch-file")
+        files.set_input_files({"name": "empty.jsonl", "mimeType": "application/x-ndjson",
+                               "buffer": b""})
+        page.locator("#batch-model").fill(MODEL)
+        page.get_by_role("button", name="Start batch").click()
+        notice = page.locator("#notice")
+        notice.wait_for()
+        assert "not started" in notice.inner_text() and "empty" in notice.inner_text()
+        shoot(page, "batch-refused")
+        files.set_input_files({"name": "three.jsonl", "mimeType": "application/x-ndjson",
+                               "buffer": lines.encode()})
+        page.get_by_role("button", name="Start batch").click()
+        page.wait_for_url("**/ui/#/batches/*")
+        page.get_by_text("completed ·").wait_for(timeout=120_000)
+        assert page.locator("#batch-counts").inner_text().startswith("3 done · 1 failed")
+        page.locator("#batch-failures li").wait_for()  # the malformed line, and why
+        assert "line 4" in page.locator("#batch-failures").inner_text()
+        shoot(page, "batch")
+        with page.expect_download() as downloading:
+            page.get_by_role("button", name="Download results").click()
+        rows = [json.loads(line) for line in
+                Path(downloading.value.path()).read_text().splitlines()]
+    assert [row["custom_id"] for row in rows] == ["line-0", "line-1", "line-2", None]
+    assert [row["status"] for row in rows] == ["succeeded"] * 3 + ["failed"]

@@ -257,6 +257,143 @@ function parseEvent(block) {
   return event;
 }
 
+// ---- batches: progress live, lines, results, cancel, upload ------------------------------
+
+function progressOf(batch) {
+  const c = batch.counts;
+  const started = Date.parse(batch.in_progress_at || batch.created_at);
+  const ended = Date.parse(batch.completed_at || batch.failed_at || batch.cancelled_at || "") ||
+    Date.now();
+  const seconds = Math.max(0.001, (ended - started) / 1000);
+  const rate = batch.eval_count ? batch.eval_count / seconds : 0;
+  const left = c.total - c.done;
+  const eta = c.done && left > 0 ? (seconds / c.done) * left : null;
+  return { c, rate, eta, left };
+}
+
+function progressBar(batch) {
+  const { c } = progressOf(batch);
+  return el("progress", { max: String(Math.max(1, c.total)), value: String(c.done),
+    "aria-label": `batch ${batch.id}: ${c.done} of ${c.total} lines done` });
+}
+
+function countsText(batch) {
+  const { c, rate, eta } = progressOf(batch);
+  return `${c.succeeded} done · ${c.failed} failed · ${c.running} running · ` +
+    `${c.pending + c.queued} waiting · ${rate.toFixed(1)} tok/s` +
+    (eta == null ? "" : ` · ETA ${Math.round(eta)} s`);
+}
+
+function batchesView() {
+  const file = el("input", { type: "file", id: "batch-file", accept: ".jsonl,.ndjson,.txt",
+    required: "" });
+  const model = el("input", { id: "batch-model", placeholder: "from each line" });
+  const form = el("form", { class: "filters", id: "batch-upload" },
+    el("label", {}, "JSONL file", file), el("label", {}, "Model", model),
+    el("button", { type: "submit", text: "Start batch" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!file.files.length) return say("Choose a JSONL file first.");
+    const query = model.value.trim() ? `?model=${encodeURIComponent(model.value.trim())}` : "";
+    try {
+      const batch = await json(`/batches${query}`, { method: "POST", body: file.files[0],
+        headers: { "Content-Type": "application/x-ndjson", "X-Filename": file.files[0].name } });
+      location.hash = `#/batches/${encodeURIComponent(batch.id)}`;
+    } catch (err) {
+      if (err.name !== "AbortError") say(`The batch was not started: ${err.message}`);
+    }
+  });
+  const body = el("tbody");
+  const table = el("table", {}, el("thead", {}, el("tr", {}, ...["Batch", "Status", "Model",
+    "Progress", "Lines"].map((h) => el("th", { scope: "col", text: h })))), body);
+  const empty = el("p", { class: "muted", text: "No batches yet." });
+  view.replaceChildren(el("h1", { text: "Batches" }), form,
+    el("div", { class: "table-wrap" }, table), empty);
+  poll(async () => {
+    const page = await json("/batches?limit=50");
+    body.replaceChildren(...page.batches.map((batch) => el("tr", {},
+      el("td", {}, el("a", { href: `#/batches/${encodeURIComponent(batch.id)}`,
+        text: batch.id.slice(0, 14) })),
+      el("td", { class: `status-${batch.status}`, text: batch.status }),
+      el("td", { text: batch.model || "per line" }),
+      el("td", {}, progressBar(batch)),
+      el("td", { class: "preview", text: countsText(batch) }))));
+    empty.hidden = page.batches.length > 0;
+  }, "Could not list batches");
+}
+
+function batchView(id) {
+  const path = `/batches/${encodeURIComponent(id)}`;
+  const state = el("p", { class: "muted", text: "Loading…" });
+  const bar = el("div");
+  const counts = el("p", { id: "batch-counts" });
+  const cancel = el("button", { type: "button", class: "danger", text: "Cancel", disabled: "" });
+  const download = el("button", { type: "button", text: "Download results" });
+  const lines = el("a", { href: `#/?status=all&batch=${encodeURIComponent(id)}`,
+    text: "Its lines in the job list" });
+  const failures = el("ul", { id: "batch-failures" });
+  view.replaceChildren(el("h1", { text: `Batch ${id}` }), state, bar, counts,
+    el("p", { class: "filters" }, cancel, download, lines), failures);
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try { await api(`${path}/cancel`, { method: "POST" }); } catch (err) {
+      say(`Could not cancel: ${err.message}`);
+    }
+  });
+  download.addEventListener("click", async () => {
+    try {
+      const blob = await (await api(`${path}/results`)).blob();
+      const link = el("a", { href: URL.createObjectURL(blob), download: `${id}.results.jsonl` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (err) {
+      if (err.name !== "AbortError") say(`Could not download the results: ${err.message}`);
+    }
+  });
+  const ended = ["completed", "failed", "cancelled", "expired"];
+  poll(async () => {
+    const batch = await json(path);
+    state.textContent = `${batch.status} · ${batch.model || "model per line"} · ` +
+      `created ${when(batch.created_at)}`;
+    state.className = `status-${batch.status}`;
+    bar.replaceChildren(progressBar(batch));
+    counts.textContent = countsText(batch);
+    cancel.disabled = ended.includes(batch.status) || batch.status === "cancelling";
+    if (!ended.includes(batch.status)) return true;
+    if (batch.counts.failed) await showFailures(`${path}/results`, failures);
+    return false;
+  }, "Could not read the batch");
+}
+
+/** The lines that failed, each with what went wrong (a malformed line, a failed job). */
+async function showFailures(path, list) {
+  const text = await (await api(path)).text();
+  const failed = text.split("\n").filter(Boolean).map((line) => JSON.parse(line))
+    .filter((row) => row.status === "failed");
+  list.replaceChildren(...failed.map((row) => el("li", { class: "status-failed",
+    text: `${row.custom_id ? `${row.custom_id}: ` : ""}${row.error || "failed"}` })));
+}
+
+/** Run `step` now and every REFRESH_MS while this view lasts (and while it returns anything
+ * but false); a failure is said on the page and tried again. */
+function poll(step, failing) {
+  const signal = leaving.signal;
+  async function again() {
+    let more = true;
+    try {
+      more = (await step()) !== false;
+      say("");
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      say(err.status === 404 ? `${failing}: not found.` : `${failing}: ${err.message}`);
+      if (err.status === 404) return;
+    }
+    if (more && !signal.aborted) setTimeout(again, REFRESH_MS);
+  }
+  again();
+}
+
 // ---- routing --------------------------------------------------------------------------------
 
 function route() {
@@ -267,6 +404,9 @@ function route() {
   const params = new URLSearchParams(query);
   const job = where.match(/^\/jobs\/([^/]+)$/);
   if (job) return jobView(decodeURIComponent(job[1]));
+  const batch = where.match(/^\/batches\/([^/]+)$/);
+  if (batch) return batchView(decodeURIComponent(batch[1]));
+  if (where === "/batches") return batchesView();
   if (where === "/history") params.set("status", params.get("status") || "all");
   return jobsView(params);
 }
