@@ -8,6 +8,7 @@ failure. Each test saves screenshots at desktop and phone widths under out/scree
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import running_worker, serving
 from tests.test_api_jobs import MODEL, submit, wait_finished
 from tests.waiting import wait_until
 
@@ -134,3 +135,32 @@ def test_a_batch_uploaded_from_the_page_runs_to_its_end_and_downloads(app, clien
                 Path(downloading.value.path()).read_text().splitlines()]
     assert [row["custom_id"] for row in rows] == ["line-0", "line-1", "line-2", None]
     assert [row["status"] for row in rows] == ["succeeded"] * 3 + ["failed"]
+
+
+def test_a_pull_from_the_page_fills_its_progress_bar(settings, tmp_path, loopback, model_file,
+                                                     page):
+    from service.http.app import create_app
+
+    fleet_settings = dataclasses.replace(  # an empty store, pulling from the loopback registry
+        settings, models=tmp_path / "models", registry_mirrors=(("registry.ollama.ai",
+                                                                  loopback.url),))
+    loopback.add_model("library/smollm2", "135m", model_file)
+    app = create_app({"TESTING": True}, settings=fleet_settings)
+    try:
+        with running_worker(fleet_settings), serving(app) as url:
+            page.goto(f"{url}/ui/#/models")
+            page.locator("#pull-name").fill("nothing:here")
+            page.locator("#pull-insecure").check()
+            page.get_by_role("button", name="Pull").click()
+            page.locator("#notice").wait_for()
+            assert "Could not pull nothing:here" in page.locator("#notice").inner_text()
+            page.locator("#pull-name").fill(MODEL)
+            page.get_by_role("button", name="Pull").click()
+            page.get_by_text(f"{MODEL}: pulled").wait_for(timeout=120_000)
+            bar = page.locator("#pull-progress")
+            assert int(bar.get_attribute("max")) >= model_file.stat().st_size
+            assert bar.evaluate("node => node.value === node.max")
+            page.locator("#store td", has_text=MODEL).wait_for()  # the store lists it now
+            shoot(page, "models")
+    finally:
+        app.extensions["corral"].close()

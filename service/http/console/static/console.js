@@ -394,6 +394,118 @@ function poll(step, failing) {
   again();
 }
 
+// ---- models and workers: the store, what each worker holds, pull, copy, delete, unload ----
+
+function size(bytes) {
+  if (!bytes) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  const power = Math.min(units.length - 1, Math.floor(Math.log(bytes) / Math.log(1000)));
+  return `${(bytes / 1000 ** power).toFixed(power ? 1 : 0)} ${units[power]}`;
+}
+
+function modelsView() {
+  const name = el("input", { id: "pull-name", placeholder: "smollm2:135m", required: "" });
+  const insecure = el("input", { type: "checkbox", id: "pull-insecure" });
+  const bar = el("progress", { id: "pull-progress", max: "1", value: "0", hidden: "",
+    "aria-label": "Pull progress" });
+  const pullState = el("span", { id: "pull-state", class: "muted" });
+  const form = el("form", { class: "filters", id: "pull-form" },
+    el("label", {}, "Pull a model", name),
+    el("label", {}, "Plain HTTP registry", insecure),
+    el("button", { type: "submit", text: "Pull" }), bar, pullState);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    pull(name.value.trim(), insecure.checked, bar, pullState);
+  });
+  const workers = el("tbody");
+  const store = el("tbody");
+  view.replaceChildren(el("h1", { text: "Models and workers" }), form,
+    el("h2", { text: "Loaded, by worker" }),
+    el("div", { class: "table-wrap" }, el("table", { id: "loaded" }, el("thead", {},
+      el("tr", {}, ...["Model", "Worker", "Size", "Until", ""].map((h) =>
+        el("th", { scope: "col", text: h })))), workers)),
+    el("h2", { text: "The store" }),
+    el("div", { class: "table-wrap" }, el("table", { id: "store" }, el("thead", {},
+      el("tr", {}, ...["Model", "Family", "Parameters", "Quantization", "Size", ""].map((h) =>
+        el("th", { scope: "col", text: h })))), store)));
+  let shown = "";
+  poll(async () => {
+    const [tags, ps] = await Promise.all([json("/api/tags"), json("/api/ps")]);
+    const seen = JSON.stringify([tags, ps.models.map((m) => [m.name, m.worker])]);
+    if (seen === shown) return; // redrawn only on a change, so focus stays where it was
+    shown = seen;
+    workers.replaceChildren(...(ps.models.length ? ps.models.map((m) => el("tr", {},
+      el("td", { text: m.name }), el("td", { text: m.worker || "–" }),
+      el("td", { text: size(m.size) }), el("td", { text: when(m.expires_at) }),
+      el("td", {}, action("Unload", () => api("/api/generate", post({ model: m.name,
+        keep_alive: 0 })))))) : [el("tr", {}, el("td", { colspan: "5", class: "muted",
+      text: "No worker holds a model now." }))]));
+    store.replaceChildren(...tags.models.map((m) => el("tr", {},
+      el("td", { text: m.name }), el("td", { text: m.details?.family || "–" }),
+      el("td", { text: m.details?.parameter_size || "–" }),
+      el("td", { text: m.details?.quantization_level || "–" }),
+      el("td", { text: size(m.size) }),
+      el("td", {}, action("Copy", () => {
+        const destination = prompt(`Copy ${m.name} to which name?`);
+        return destination && api("/api/copy", post({ source: m.name, destination }));
+      }), " ", action("Delete", () => confirm(`Delete ${m.name}?`) &&
+        api("/api/delete", { ...post({ model: m.name }), method: "DELETE" }), "danger")))));
+  }, "Could not list the models");
+}
+
+function post(body) {
+  return { method: "POST", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json" } };
+}
+
+/** A button that runs `act` once at a time and says in the page when it failed. */
+function action(label, act, kind = "") {
+  const button = el("button", { type: "button", class: kind, text: label });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try { await act(); say(""); } catch (err) {
+      if (err.name !== "AbortError") say(`${label} failed: ${err.message}`);
+    } finally { button.disabled = false; }
+  });
+  return button;
+}
+
+/** Pull with Ollama's progress lines: one bar over every layer's bytes. */
+async function pull(model, insecure, bar, state) {
+  if (!model) return say("Name the model to pull.");
+  const layers = new Map();
+  bar.hidden = false;
+  bar.value = 0;
+  state.textContent = "starting…";
+  try {
+    const response = await api("/api/pull", post({ model, insecure, stream: true }));
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, end).trim();
+        buffer = buffer.slice(end + 1);
+        if (!line) continue;
+        const step = JSON.parse(line);
+        if (step.error) throw new ApiError(500, step.error);
+        if (step.digest && step.total) layers.set(step.digest, [step.completed || 0, step.total]);
+        const [got, all] = [...layers.values()].reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
+        bar.max = String(Math.max(1, all));
+        bar.value = String(got);
+        state.textContent = step.status === "success" ? `${model}: pulled` : step.status;
+      }
+    }
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    state.textContent = "";
+    say(`Could not pull ${model}: ${err.message}`);
+  }
+}
+
 // ---- routing --------------------------------------------------------------------------------
 
 function route() {
@@ -407,6 +519,7 @@ function route() {
   const batch = where.match(/^\/batches\/([^/]+)$/);
   if (batch) return batchView(decodeURIComponent(batch[1]));
   if (where === "/batches") return batchesView();
+  if (where === "/models") return modelsView();
   if (where === "/history") params.set("status", params.get("status") || "all");
   return jobsView(params);
 }
