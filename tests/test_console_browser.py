@@ -164,3 +164,20 @@ def test_a_pull_from_the_page_fills_its_progress_bar(settings, tmp_path, loopbac
             shoot(page, "models")
     finally:
         app.extensions["corral"].close()
+
+
+def test_the_throughput_chart_is_drawn_from_the_history(app, client, worker, page):
+    ids = [submit(client, prompt=f"Name a colour number {n}.") for n in range(3)]
+    jobs = [wait_finished(client, job_id) for job_id in ids]
+    tokens = sum(job["eval_count"] for job in jobs)
+    with serving(app) as url:
+        page.goto(f"{url}/ui/#/throughput")
+        page.locator("#throughput-chart circle").first.wait_for()
+        rows = page.locator("#report tbody tr", has_text=MODEL)
+        rows.first.wait_for()
+        cells = [row.locator("td").all_inner_texts() for row in rows.all()]
+        # The table is the report's: every token of these jobs, by concurrency level.
+        assert {c[0] for c in cells} == {MODEL} and sum(int(c[3]) for c in cells) == tokens
+        legend = page.locator("#throughput-chart figcaption").inner_text()
+        assert MODEL in legend and "tokens/s" in legend
+        shoot(page, "throughput")

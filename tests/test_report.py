@@ -9,7 +9,7 @@ import pytest
 
 from cli.report import plot, table
 from service.jobs.records import Job
-from service.jobs.report import Run, concurrency_levels, percentile, report
+from service.jobs.report import Run, concurrency_levels, percentile, report, series
 
 T0 = 1_700_000_000.0
 
@@ -20,6 +20,22 @@ def run(start: float, end: float, *, model: str = "a", tokens: int = 100, status
     decode_s = max(end - start - ttft, 0.001)
     return Run(model, status, T0 + start - queued, T0 + start, T0 + end,
                T0 + start + ttft, tokens, int(decode_s * 1e9))
+
+
+def test_the_series_spreads_each_jobs_tokens_over_the_time_it_ran() -> None:
+    edge = 40  # T0 + 40 s is a whole minute since the epoch, where buckets begin
+    runs = [run(edge, edge + 110, tokens=1100, queued=2),  # 60 s in one minute, 50 in the next
+            run(edge + 30, edge + 40, tokens=50, queued=4),
+            run(edge + 70, edge + 80, model="b", tokens=30),
+            run(edge, edge + 10, tokens=999, status="failed")]  # not counted, as in the report
+    points = {(p.model, p.start - T0 - edge): p for p in series(runs, 60)}
+    assert sorted(points) == [("a", 0), ("a", 60), ("b", 60)]
+    assert [points[("a", 0)].tokens, points[("a", 60)].tokens, points[("b", 60)].tokens] == [
+        650, 500, 30]
+    assert points[("a", 0)].tokens_per_s == pytest.approx(650 / 60)
+    # Jobs count, with their queue wait, in the bucket where they finished.
+    assert (points[("a", 0)].jobs, points[("a", 0)].queue_wait_p50_ms) == (1, 4000)
+    assert (points[("a", 60)].jobs, points[("a", 60)].queue_wait_p50_ms) == (1, 2000)
 
 
 def test_concurrency_is_the_mean_number_running_during_each_job() -> None:

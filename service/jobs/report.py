@@ -149,6 +149,44 @@ def _row(model: str, level: int, runs: list[Run]) -> Row:
     )
 
 
+@dataclass(frozen=True)
+class Point:
+    """One model's output over one stretch of time, for the console's chart."""
+
+    model: str
+    start: float  # seconds since the epoch
+    tokens: int  # finished jobs' tokens, spread over the time each job decoded
+    tokens_per_s: float
+    jobs: int  # jobs that finished in it
+    queue_wait_p50_ms: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def series(runs: list[Run], bucket_s: float, since: float | None = None) -> list[Point]:
+    """Tokens/s by model over time, in buckets of `bucket_s`: each succeeded job's tokens are
+    spread evenly over its decode (start to finish), so a long job fills every bucket it ran
+    in, as the throughput a person watched would."""
+    tokens: dict[tuple[str, int], float] = defaultdict(float)
+    finished: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for run in runs:
+        if not _reported(run, since):
+            continue
+        start, end = run.started, run.finished
+        first, last = int(start // bucket_s), int(end // bucket_s)
+        for index in range(first, last + 1):
+            overlap = min(end, (index + 1) * bucket_s) - max(start, index * bucket_s)
+            share = overlap / (end - start) if end > start else float(index == first)
+            tokens[(run.model, index)] += run.eval_count * max(share, 0.0)
+        finished[(run.model, int(end // bucket_s))].append((run.started - run.created) * 1000)
+    keys = sorted(set(tokens) | set(finished), key=lambda key: (key[1], key[0]))
+    return [Point(model, index * bucket_s, round(tokens[(model, index)]),
+                  tokens[(model, index)] / bucket_s, len(finished[(model, index)]),
+                  percentile(finished[(model, index)], 50))
+            for model, index in keys]
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile with linear interpolation (numpy's default); None when empty."""
     return float(np.percentile(values, q)) if values else None

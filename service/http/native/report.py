@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 from service.core.errors import InvalidRequest
 from service.core.settings import FOREVER, parse_duration
 from service.http import access
+from service.http.inputs import query_int
 from service.http.services import services
 from service.jobs import report
 
@@ -44,5 +45,8 @@ def job_report():
     """Rows per (model, concurrency): ?since=<time or duration>&model=<name>."""
     runs, since = report.load_runs(services().jobs, _since(), request.args.get("model") or None)
     rows = report.report(runs, since)
+    bucket = query_int("bucket", 60, 1, 86_400)
     return jsonify({"rows": [row.to_dict() for row in rows],
-                    "concurrency": "mean number of the model's jobs running during each job"})
+                    "concurrency": "mean number of the model's jobs running during each job",
+                    "series": [point.to_dict() for point in report.series(runs, bucket, since)],
+                    "bucket_s": bucket})

@@ -506,6 +506,97 @@ async function pull(model, insecure, bar, state) {
   }
 }
 
+// ---- throughput: the figures `corral report` prints, and tokens/s over time --------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function throughputView(params) {
+  const since = el("select", { id: "report-since" });
+  for (const [value, label] of [["1h", "last hour"], ["24h", "last day"], ["7d", "last week"],
+    ["", "all history"]]) {
+    const option = el("option", { value, text: label });
+    if (value === (params.get("since") ?? "1h")) option.selected = true;
+    since.append(option);
+  }
+  since.addEventListener("change", () => {
+    location.hash = `#/throughput?since=${encodeURIComponent(since.value)}`;
+  });
+  const chart = el("figure", { id: "throughput-chart" });
+  const body = el("tbody");
+  view.replaceChildren(el("h1", { text: "Throughput" }),
+    el("p", { class: "filters" }, el("label", {}, "History", since)), chart,
+    el("h2", { text: "By model and concurrency" }),
+    el("div", { class: "table-wrap" }, el("table", { id: "report" }, el("thead", {},
+      el("tr", {}, ...["Model", "Concurrency", "Jobs", "Tokens", "tok/s per job",
+        "tok/s in all", "TTFT p50", "TTFT p95", "Latency p50", "Latency p95"].map((h) =>
+        el("th", { scope: "col", text: h })))), body)));
+  const span = since.value;
+  const bucket = { "1h": 60, "24h": 900, "7d": 3600 }[span] ?? 3600;
+  const query = new URLSearchParams({ bucket: String(bucket) });
+  if (span) query.set("since", span);
+  poll(async () => {
+    const data = await json(`/jobs/report?${query}`);
+    body.replaceChildren(...data.rows.map((row) => el("tr", {},
+      el("td", { text: row.model }), el("td", { text: row.concurrency }),
+      el("td", { text: row.requests }), el("td", { text: row.tokens }),
+      el("td", { text: row.tokens_per_s_request.toFixed(1) }),
+      el("td", { text: row.tokens_per_s_aggregate.toFixed(1) }),
+      el("td", { text: row.ttft_p50_ms == null ? "–" : `${row.ttft_p50_ms.toFixed(0)} ms` }),
+      el("td", { text: row.ttft_p95_ms == null ? "–" : `${row.ttft_p95_ms.toFixed(0)} ms` }),
+      el("td", { text: `${row.latency_p50_s.toFixed(2)} s` }),
+      el("td", { text: `${row.latency_p95_s.toFixed(2)} s` }))));
+    drawSeries(chart, data.series, data.bucket_s);
+  }, "Could not read the report");
+}
+
+/** Tokens/s by model over time, one polyline per model, drawn as SVG (no library). */
+function drawSeries(figure, points, bucket) {
+  if (!points.length) {
+    figure.replaceChildren(el("p", { class: "muted", text: "No finished jobs in this span." }));
+    return;
+  }
+  const width = 720, height = 240, pad = { left: 48, right: 12, top: 12, bottom: 28 };
+  const t0 = Math.min(...points.map((p) => p.start));
+  const t1 = Math.max(...points.map((p) => p.start)) + bucket;
+  const top = Math.max(...points.map((p) => p.tokens_per_s)) * 1.1 || 1;
+  const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right);
+  const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": "tokens per second by model over time" });
+  chart.append(svg("line", { x1: pad.left, y1: y(0), x2: width - pad.right, y2: y(0),
+    class: "axis" }), svg("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: y(0),
+    class: "axis" }));
+  for (const v of [0, top / 2, top]) {
+    chart.append(svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" },
+      v === 0 ? "0" : v >= 10 ? v.toFixed(0) : v.toPrecision(2)));
+  }
+  for (const t of [t0, t1]) {
+    chart.append(svg("text", { x: x(t), y: height - 8, "text-anchor": t === t0 ? "start" : "end" },
+      new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  }
+  const models = [...new Set(points.map((p) => p.model))];
+  const legend = el("figcaption");
+  models.forEach((model, i) => {
+    const mine = points.filter((p) => p.model === model);
+    const path = mine.map((p) => `${x(p.start + bucket / 2)},${y(p.tokens_per_s)}`).join(" ");
+    chart.append(svg("polyline", { points: path, class: `series series-${i % 4}` }));
+    for (const p of mine) {
+      chart.append(svg("circle", { cx: x(p.start + bucket / 2), cy: y(p.tokens_per_s), r: 3,
+        class: `series-${i % 4}` }, undefined));
+    }
+    legend.append(el("span", { class: `key series-${i % 4}`, text: `● ${model}` }), " ");
+  });
+  legend.append(`tokens/s, per ${bucket >= 3600 ? `${bucket / 3600} h` : `${bucket / 60} min`}`);
+  figure.replaceChildren(chart, legend);
+}
+
 // ---- routing --------------------------------------------------------------------------------
 
 function route() {
@@ -520,6 +611,7 @@ function route() {
   if (batch) return batchView(decodeURIComponent(batch[1]));
   if (where === "/batches") return batchesView();
   if (where === "/models") return modelsView();
+  if (where === "/throughput") return throughputView(params);
   if (where === "/history") params.set("status", params.get("status") || "all");
   return jobsView(params);
 }
