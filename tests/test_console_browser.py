@@ -181,3 +181,29 @@ def test_the_throughput_chart_is_drawn_from_the_history(app, client, worker, pag
         legend = page.locator("#throughput-chart figcaption").inner_text()
         assert MODEL in legend and "tokens/s" in legend
         shoot(page, "throughput")
+
+
+def test_a_playground_answer_streams_goes_on_after_a_reload_and_stops(app, client, worker,
+                                                                      page):
+    with serving(app) as url:
+        page.goto(f"{url}/ui/#/playground")
+        page.locator("#play-model option", has_text=MODEL).wait_for(state="attached")
+        page.locator("#play-system").fill("You are a poet.")
+        page.locator("#play-predict").fill("2000")
+        page.locator("#play-prompt").fill("Write a long poem about the sea.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_url("**/ui/#/playground?jobs=*")
+        [job_id] = page.url.split("jobs=")[1].split(",")
+        answer = page.locator(".play-output")
+        before = wait_until(answer.text_content, 60, ready=lambda text: len(text) > 10,
+                            message="the answer streaming into the playground")
+        page.reload()  # the same answer, replayed and going on
+        wait_until(answer.text_content, 60, ready=lambda text: len(text) > len(before),
+                   message="the answer going on after the reload")
+        shoot(page, "playground")
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text(f"{MODEL} · cancelled").wait_for()
+    job = client.get(f"/jobs/{job_id}").get_json()
+    assert (job["kind"], job["status"]) == ("chat", "cancelled")  # an ordinary job, stopped
+    assert job["request"]["messages"][0] == {"role": "system", "content": "You are a poet."}
+    assert 0 < job["eval_count"] < 2000

@@ -597,6 +597,88 @@ function drawSeries(figure, points, bucket) {
   figure.replaceChildren(chart, legend);
 }
 
+// ---- playground: a chat turn as an ordinary job, one model or two side by side -----------
+
+async function playgroundView(params) {
+  const models = el("select", { id: "play-model" });
+  const second = el("select", { id: "play-model-2" }, el("option", { value: "", text: "none" }));
+  const system = el("textarea", { id: "play-system", rows: "2" });
+  const temperature = el("input", { id: "play-temperature", type: "number", min: "0", max: "2",
+    step: "0.1", value: "0.8" });
+  const predict = el("input", { id: "play-predict", type: "number", min: "1", max: "8192",
+    value: "256" });
+  const text = el("textarea", { id: "play-prompt", rows: "4", required: "" });
+  const send = el("button", { type: "submit", text: "Send" });
+  const stop = el("button", { type: "button", class: "danger", text: "Stop", disabled: "" });
+  const form = el("form", { id: "play-form" },
+    el("p", { class: "filters" }, el("label", {}, "Model", models),
+      el("label", {}, "Beside it", second), el("label", {}, "Temperature", temperature),
+      el("label", {}, "Max tokens", predict)),
+    el("label", { class: "block" }, "System prompt", system),
+    el("label", { class: "block" }, "Message", text), el("p", {}, send, " ", stop));
+  const panes = el("div", { class: "panes" });
+  view.replaceChildren(el("h1", { text: "Playground" }), form, panes);
+  try {
+    const tags = await json("/api/tags");
+    for (const m of tags.models) {
+      models.append(el("option", { value: m.name, text: m.name }));
+      second.append(el("option", { value: m.name, text: m.name }));
+    }
+    if (!tags.models.length) say("The store has no model yet: pull one under Models.");
+  } catch (err) {
+    if (err.name !== "AbortError") say(`Could not list the models: ${err.message}`);
+  }
+  let running = [];
+  const show = (ids) => {
+    running = ids;
+    stop.disabled = !ids.length;
+    panes.replaceChildren(...ids.map((id) => {
+      const title = el("h2", { text: "…" });
+      const output = el("pre", { class: "play-output", "aria-label": "Answer" });
+      const pane = el("section", {}, title, output);
+      const describe = async () => {
+        const job = await json(`/jobs/${encodeURIComponent(id)}`);
+        title.textContent = `${job.model} · ${job.status}`;
+        const ended = !["queued", "running"].includes(job.status);
+        if (ended) running = running.filter((other) => other !== id);
+        stop.disabled = !running.length;
+        return job;
+      };
+      describe().then(() => follow(`/jobs/${encodeURIComponent(id)}/events`, output,
+        () => describe().catch(() => {})), (err) => say(`Could not read the job: ${err.message}`));
+      return pane;
+    }));
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const messages = [];
+    if (system.value.trim()) messages.push({ role: "system", content: system.value });
+    messages.push({ role: "user", content: text.value });
+    const options = { temperature: Number(temperature.value), num_predict: Number(predict.value) };
+    try {
+      const ids = [];
+      for (const model of [models.value, second.value].filter(Boolean)) {
+        const job = await json("/jobs", post({ kind: "chat", model, messages, options }));
+        ids.push(job.id);
+      }
+      // The jobs' ids in the URL: a reload follows the same answers on from where they are.
+      history.replaceState(null, "", `#/playground?jobs=${ids.join(",")}`);
+      show(ids);
+    } catch (err) {
+      if (err.name !== "AbortError") say(`Not sent: ${err.message}`);
+    }
+  });
+  stop.addEventListener("click", async () => {
+    for (const id of running) {
+      try { await api(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }); } catch (err) {
+        if (err.status !== 409) say(`Could not stop: ${err.message}`); // 409: it had ended
+      }
+    }
+  });
+  const earlier = (params.get("jobs") || "").split(",").filter(Boolean);
+  if (earlier.length) show(earlier);
+}
+
 // ---- routing --------------------------------------------------------------------------------
 
 function route() {
@@ -612,6 +694,7 @@ function route() {
   if (where === "/batches") return batchesView();
   if (where === "/models") return modelsView();
   if (where === "/throughput") return throughputView(params);
+  if (where === "/playground") return playgroundView(params);
   if (where === "/history") params.set("status", params.get("status") || "all");
   return jobsView(params);
 }
