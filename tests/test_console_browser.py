@@ -207,3 +207,22 @@ def test_a_playground_answer_streams_goes_on_after_a_reload_and_stops(app, clien
     assert (job["kind"], job["status"]) == ("chat", "cancelled")  # an ordinary job, stopped
     assert job["request"]["messages"][0] == {"role": "system", "content": "You are a poet."}
     assert 0 < job["eval_count"] < 2000
+
+
+def test_with_keys_on_the_page_asks_for_one_and_says_what_a_user_key_may_not_do(make_app,
+                                                                                  page):
+    from service.access.keys import Role
+
+    app = make_app(auth="required")
+    secret = app.extensions["corral"].keys.create("ann", Role.USER)[1]
+    with serving(app) as url:
+        page.goto(f"{url}/ui/")
+        page.locator("#key-input").wait_for()  # the jobs list answered 401
+        shoot(page, "key")
+        page.locator("#key-input").fill(secret)
+        page.get_by_role("button", name="Use key").click()
+        page.get_by_text("No jobs here.").wait_for()
+        assert page.locator("#key-form").is_hidden()
+        page.goto(f"{url}/ui/#/throughput")  # the report is for admins
+        page.locator("#notice").wait_for()
+        assert "needs an admin key" in page.locator("#notice").inner_text()
