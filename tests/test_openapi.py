@@ -17,7 +17,7 @@ def routes(app) -> set[tuple[str, str]]:
     """(path in OpenAPI's {param} form, method) of every rule in the app's URL map."""
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint in ("static", "console.static"):  # files, not operations
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - AUTOMATIC:
@@ -73,7 +73,7 @@ def test_errors_are_documented_as_json_with_their_4xx_status():
             statuses = {int(s) for s in op["responses"]}
             assert 403 in statuses, (method, path)
             expected = "OpenAIError" if path.startswith("/v1/") else "Error"
-            for status in statuses - set(range(200, 300)):
+            for status in statuses - set(range(200, 400)):  # a 3xx is no error
                 schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
                 assert schema == {"$ref": f"#/components/schemas/{expected}"}, (method, path)
 

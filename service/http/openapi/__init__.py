@@ -20,7 +20,7 @@ from service.http.openapi import components, paths
 # `Authorization: Bearer <key>`, which the Ollama and OpenAI clients do. These few routes
 # need none ever (service.http.access.open_door), and so never answer 401.
 SECURITY = [{}, {"bearerAuth": []}]
-OPEN = ("/", "/api/version", "/openapi.json")
+OPEN = ("/", "/api/version", "/openapi.json", "/ui/", "/ui/{rest}")
 
 
 @cache

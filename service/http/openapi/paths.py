@@ -36,12 +36,18 @@ _EMPTY = answer("done, with an empty body")
 
 
 def console() -> Paths:
-    up = {"200": answer("corral is running", {"text/plain": {"schema": {"type": "string"}}})}
+    up = {"200": answer("corral is running", {"text/plain": {"schema": {"type": "string"}}}),
+          "302": answer("a browser (which prefers text/html) is sent on to /ui/")}
+    page = {"200": answer("the console's page", {"text/html": {"schema": {"type": "string"}}})}
     return {"/": {"get": operation("Say the server is up", "console", up),
                   "head": operation("Say the server is up, without a body", "console",
                                     {"200": answer("corral is running")})},
             "/openapi.json": {"get": operation("This document", "console", {"200": answer(
-                "the OpenAPI document", json_content({"type": "object"}))})}}
+                "the OpenAPI document", json_content({"type": "object"}))})},
+            "/ui/": {"get": operation("The operations console (an HTML page)", "console", page)},
+            "/ui/{rest}": {"get": operation(
+                "The console at one of its views (the same HTML page)", "console", page,
+                parameters=[path_param("rest", "the view's path inside the console")])}}
 
 
 def ollama() -> Paths:
