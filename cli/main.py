@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "show": "cli.models:show",
     "stop": "cli.models:stop",
     "worker": "cli.serve:worker",
+    "workers": "cli.models:workers",
 }
 
 

@@ -147,8 +147,9 @@ def test_a_pull_from_the_page_fills_its_progress_bar(settings, tmp_path, loopbac
     loopback.add_model("library/smollm2", "135m", model_file)
     app = create_app({"TESTING": True}, settings=fleet_settings)
     try:
-        with running_worker(fleet_settings), serving(app) as url:
+        with running_worker(fleet_settings) as worker, serving(app) as url:
             page.goto(f"{url}/ui/#/models")
+            page.locator("#workers td", has_text=worker.node or worker.worker_id).wait_for()
             page.locator("#pull-name").fill("nothing:here")
             page.locator("#pull-insecure").check()
             page.get_by_role("button", name="Pull").click()

@@ -6,10 +6,11 @@ so importing this module connects nothing and loads nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from celery import Celery
-from celery.signals import task_received, worker_shutdown
+from celery.signals import task_received, worker_ready, worker_shutdown
 from kombu import Queue
 
 from service.core.db import upgrade
@@ -18,6 +19,8 @@ from service.jobs.queue import celery_config, consumed_queues
 from workers import tasks
 from workers.arrivals import Arrivals
 from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -65,6 +68,19 @@ def runtime(app: Celery) -> Runtime:
             app.corral_runtime = Runtime(app.corral_settings, arrivals=app.corral_arrivals,
                                          batch_places=batch_places(app.corral_settings))
         return app.corral_runtime
+
+
+@worker_ready.connect
+def _join_fleet(sender=None, **_kwargs) -> None:
+    """A worker is listed in the fleet (`corral workers`) from its start, not from its first
+    task: its Runtime and heartbeat are made as soon as it consumes."""
+    app = getattr(sender, "app", None)
+    if getattr(app, "corral_lock", None) is None:
+        return  # not a corral worker's app
+    try:
+        runtime(app).node = getattr(sender, "hostname", None)
+    except Exception:  # the first task tries again and says why
+        log.exception("could not start the worker's runtime at once")
 
 
 @worker_shutdown.connect

@@ -37,11 +37,13 @@ class Heartbeat:
 
     def __init__(self, client: redis.Redis, loaded: Callable[[], list[Loaded]],
                  details: Callable[[str], dict[str, Any]], *, worker_id: str, keep_alive: float,
-                 context_length: int) -> None:
+                 context_length: int,
+                 about: Callable[[], dict[str, Any]] | None = None) -> None:
         self.client = client
         self.worker_id = worker_id
         self._loaded = loaded
         self._describe = details
+        self._about = about  # what the worker says of itself (host, node, slots, jobs held)
         self.keep_alive = keep_alive
         self.context_length = context_length
         self._details: dict[str, dict[str, Any]] = {}
@@ -71,11 +73,12 @@ class Heartbeat:
         """Write what the pool holds now (skipped when nothing changed, if asked)."""
         with self._lock:
             loaded = self._loaded()
-            state = tuple((m.key, m.users, m.expires_at) for m in loaded)
+            about = self._about() if self._about is not None else None
+            state = (tuple((m.key, m.users, m.expires_at) for m in loaded), repr(about))
             if only_if_changed and state == self._last:
                 return
             models = [entry for m in loaded if (entry := self._safe_entry(m)) is not None]
-            fleet.publish(self.client, self.worker_id, models, TTL)
+            fleet.publish(self.client, self.worker_id, models, TTL, about)
             self._last, self._published = state, time.monotonic()
 
     def _safe_entry(self, loaded: Loaded) -> dict[str, Any] | None:

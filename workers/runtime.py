@@ -88,7 +88,7 @@ class Runtime:
         self.gate = self.gates[True]
         self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,
                                    worker_id=self.worker_id, keep_alive=settings.keep_alive,
-                                   context_length=settings.num_ctx)
+                                   context_length=settings.num_ctx, about=self._about)
         self.context = JobContext(settings, self.hostname, self.worker_id, self.redis, self.jobs,
                                   self.store, self.pool, self.streams, self.heartbeat.publish,
                                   self.arrivals)
@@ -100,6 +100,15 @@ class Runtime:
         self._leases = threading.Thread(target=self._keep_leases, name="corral-leases",
                                         daemon=True)
         self._leases.start()
+
+    def _about(self) -> dict:
+        """What this worker says of itself in the fleet: where it runs, what it consumes, and
+        how full it is (jobs held, interactive and batch, against its decode slots)."""
+        held = sum(gate.held for gate in self.gates.values())
+        return {"host": self.hostname, "node": self.node, "pid": os.getpid(),
+                "device": self.settings.device, "queues": consumed_queues(self.settings.queues),
+                "slots": self.settings.num_parallel, "running": held,
+                "free_slots": max(0, self.settings.num_parallel - held)}
 
     def _load_engine(self, model: Model):
         from workers.engine import Engine

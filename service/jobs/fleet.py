@@ -15,6 +15,8 @@ from typing import Any
 import redis
 
 PREFIX = "corral:worker:"
+SEEN = "corral:seen:"  # what a worker said of itself, kept a grace period past its last beat
+GRACE = 60.0  # seconds a silent worker is still listed, as dead, before it is dropped
 FOREVER_AT = "2318-08-02T00:00:00Z"  # what Ollama shows for keep_alive < 0 (max duration)
 
 
@@ -43,10 +45,19 @@ def iso(moment: datetime) -> str:
 
 
 def publish(client: redis.Redis, worker_id: str, models: list[dict[str, Any]],
-            ttl: float) -> None:
-    """Replace this worker's list; it disappears after `ttl` seconds unless published again."""
-    body = json.dumps({"worker": worker_id, "models": models})
-    client.set(worker_key(worker_id), body, px=max(1, int(ttl * 1000)))
+            ttl: float, about: dict[str, Any] | None = None) -> None:
+    """Replace this worker's list; it disappears after `ttl` seconds unless published again.
+
+    `about` (host, node, device, queues, slots, jobs held) goes beside it under a key that
+    outlives the heartbeat by GRACE, so `corral workers` can show a worker that went silent
+    as dead for a while instead of it vanishing at once."""
+    body = {"worker": worker_id, "models": models}
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(worker_key(worker_id), json.dumps(body), px=max(1, int(ttl * 1000)))
+        if about is not None:
+            seen = {**body, "about": about, "heartbeat_at": datetime.now(UTC).timestamp()}
+            pipe.set(SEEN + worker_id, json.dumps(seen), px=int(GRACE * 1000))
+        pipe.execute()
 
 
 def alive(client: redis.Redis, worker_id: str) -> bool:
@@ -55,7 +66,27 @@ def alive(client: redis.Redis, worker_id: str) -> bool:
 
 
 def withdraw(client: redis.Redis, worker_id: str) -> None:
-    client.delete(worker_key(worker_id))
+    """A worker stopping says so: it leaves the fleet at once, not after the grace period."""
+    client.delete(worker_key(worker_id), SEEN + worker_id)
+
+
+def workers(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every worker heard from within GRACE: what it said of itself, the models it holds,
+    how long since its last beat, and whether it is alive (its heartbeat key still stands)."""
+    keys = sorted(client.scan_iter(match=SEEN + "*", count=200))
+    now = datetime.now(UTC).timestamp()
+    found: list[dict[str, Any]] = []
+    for raw in client.mget(keys) if keys else []:
+        try:
+            seen = json.loads(raw) if raw is not None else None
+            worker_id = seen["worker"]
+        except (ValueError, TypeError, KeyError):
+            continue  # expired between SCAN and MGET, or not ours
+        found.append({"worker": worker_id, **(seen.get("about") or {}),
+                      "models": [m.get("name") for m in seen.get("models") or []],
+                      "heartbeat_age": round(max(0.0, now - seen["heartbeat_at"]), 1),
+                      "alive": alive(client, worker_id)})
+    return found
 
 
 def loaded(client: redis.Redis) -> list[dict[str, Any]]:

@@ -46,3 +46,11 @@ def ps():
     for model in models:
         model["queued"] = waiting.get(model.get("name"), 0)
     return jsonify({"models": models, "queued": waiting})
+
+
+@bp.get("/workers")
+def workers():
+    """Every worker heard from lately (corral's own, beside /api/ps): host, Celery node,
+    device, queues, models held, slots free, jobs held, heartbeat age; a silent one is listed
+    with alive false for fleet.GRACE seconds, then dropped."""
+    return jsonify({"workers": fleet.workers(services().redis)})

@@ -196,6 +196,7 @@ def native() -> dict[str, Schema]:
                                                error=nullable(_STRING),
                                                preview=nullable(_STRING),
                                                position=nullable(_INT), links=links))),
+        "Workers": _object(["workers"], workers=_array(_OBJECT)),
         "Report": _object(["rows"], rows=_array(_OBJECT), concurrency=_STRING,
                           series=_array(_OBJECT), bucket_s=_INT),
         "Batch": batch,

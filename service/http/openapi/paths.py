@@ -84,6 +84,9 @@ def ollama() -> Paths:
             "List the models loaded on any live worker, and what waits", tag,
             {"200": answer("loaded models and queued jobs per model",
                            json_content(ref("RunningModels")))})},
+        "/api/workers": {"get": operation(
+            "List every worker heard from lately, alive or gone silent", tag,
+            {"200": answer("the fleet", json_content(ref("Workers")))})},
         "/api/pull": {"post": operation(
             "Pull a model from a registry, Hugging Face or a URL", tag,
             {"200": answer("NDJSON progress lines, or the last one when stream is false",

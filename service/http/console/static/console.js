@@ -418,8 +418,13 @@ function modelsView() {
     pull(name.value.trim(), insecure.checked, bar, pullState);
   });
   const workers = el("tbody");
+  const fleet = el("tbody");
   const store = el("tbody");
   view.replaceChildren(el("h1", { text: "Models and workers" }), form,
+    el("h2", { text: "Workers" }),
+    el("div", { class: "table-wrap" }, el("table", { id: "workers" }, el("thead", {},
+      el("tr", {}, ...["Worker", "Device", "Queues", "Models", "Slots free", "Jobs held",
+        "Heartbeat"].map((h) => el("th", { scope: "col", text: h })))), fleet)),
     el("h2", { text: "Loaded, by worker" }),
     el("div", { class: "table-wrap" }, el("table", { id: "loaded" }, el("thead", {},
       el("tr", {}, ...["Model", "Worker", "Size", "Until", ""].map((h) =>
@@ -430,7 +435,18 @@ function modelsView() {
         el("th", { scope: "col", text: h })))), store)));
   let shown = "";
   poll(async () => {
-    const [tags, ps] = await Promise.all([json("/api/tags"), json("/api/ps")]);
+    const [tags, ps, crew] = await Promise.all([json("/api/tags"), json("/api/ps"),
+      json("/api/workers")]);
+    fleet.replaceChildren(...(crew.workers.length ? crew.workers.map((w) => el("tr", {},
+      el("td", { text: w.node || w.worker }), el("td", { text: w.device || "–" }),
+      el("td", { text: (w.queues || []).join(", ") }),
+      el("td", { text: w.models.join(", ") || "–" }),
+      el("td", { text: `${w.free_slots ?? "–"} / ${w.slots ?? "–"}` }),
+      el("td", { text: w.running ?? "–" }),
+      el("td", { class: w.alive ? "" : "status-failed",
+        text: `${Math.round(w.heartbeat_age)} s ago${w.alive ? "" : " · not answering"}` })))
+      : [el("tr", {}, el("td", { colspan: "7", class: "muted",
+        text: "No worker is running: start one with `corral worker`." }))]));
     const seen = JSON.stringify([tags, ps.models.map((m) => [m.name, m.worker])]);
     if (seen === shown) return; // redrawn only on a change, so focus stays where it was
     shown = seen;
