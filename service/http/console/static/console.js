@@ -79,7 +79,6 @@ function ms(ns) { return ns == null ? "–" : `${(ns / 1e6).toFixed(1)} ms`; }
 
 // ---- the queue and the job list ----------------------------------------------------------
 
-const FILTERED = { "": "queued,running" };
 const PHONE_HIDES = new Set([2, 4, 5, 8, 9]); // columns a phone's width leaves out: position,
 // kind, priority, worker, output (the job's page has them all)
 
@@ -116,23 +115,14 @@ function jobsView(params) {
     empty);
 
   const query = new URLSearchParams({ limit: "100" });
-  if (status !== "all") query.set("status", FILTERED[status] ?? status);
+  if (status !== "all") query.set("status", status);
   for (const name of ["model", "batch"]) if (params.get(name)) query.set(name, params.get(name));
 
-  const signal = leaving.signal;
-  async function refresh() {
-    try {
-      const page = await json(`/jobs?${query}`);
-      say("");
-      body.replaceChildren(...page.jobs.map(jobRow));
-      empty.hidden = page.jobs.length > 0;
-    } catch (err) {
-      if (err.name === "AbortError") return;
-      say(`Could not list jobs: ${err.message}`);
-    }
-    if (!signal.aborted) setTimeout(refresh, REFRESH_MS);
-  }
-  refresh();
+  poll(async () => {
+    const page = await json(`/jobs?${query}`);
+    body.replaceChildren(...page.jobs.map(jobRow));
+    empty.hidden = page.jobs.length > 0;
+  }, "Could not list jobs");
 }
 
 function jobRow(job) {
@@ -218,27 +208,35 @@ function promptOf(request) {
     .filter(Boolean).join("\n\n");
 }
 
+/** The records of a streamed body (SSE blocks split by a blank line, NDJSON by a newline),
+ * each as it arrives. */
+async function* records(response, separator) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf(separator)) >= 0) {
+      yield buffer.slice(0, end);
+      buffer = buffer.slice(end + separator.length);
+    }
+  }
+}
+
 /** Read a job's SSE events with fetch (EventSource cannot send a key): the log replays from
  * its start, so a reload shows the whole answer so far and goes on from there. */
 async function follow(path, output, changed) {
   let text = "";
   try {
     const response = await api(path, { headers: { Accept: "text/event-stream" } });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = parseEvent(buffer.slice(0, end));
-        buffer = buffer.slice(end + 2);
-        if (event.type === "token") text += event.data.text || "";
-        else if (event.type === "status" && event.data.status === "retrying") text = "";
-        if (event.type !== "token") changed();
-        output.textContent = text;
-      }
+    for await (const block of records(response, "\n\n")) {
+      const event = parseEvent(block);
+      if (event.type === "token") text += event.data.text || "";
+      else if (event.type === "status" && event.data.status === "retrying") text = "";
+      if (event.type !== "token") changed();
+      output.textContent = text;
     }
   } catch (err) {
     if (err.name !== "AbortError") say(`The output stream stopped: ${err.message}`);
@@ -495,25 +493,15 @@ async function pull(model, insecure, bar, state) {
   state.textContent = "starting…";
   try {
     const response = await api("/api/pull", post({ model, insecure, stream: true }));
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, end).trim();
-        buffer = buffer.slice(end + 1);
-        if (!line) continue;
-        const step = JSON.parse(line);
-        if (step.error) throw new ApiError(500, step.error);
-        if (step.digest && step.total) layers.set(step.digest, [step.completed || 0, step.total]);
-        const [got, all] = [...layers.values()].reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
-        bar.max = String(Math.max(1, all));
-        bar.value = String(got);
-        state.textContent = step.status === "success" ? `${model}: pulled` : step.status;
-      }
+    for await (const record of records(response, "\n")) {
+      if (!record.trim()) continue;
+      const step = JSON.parse(record);
+      if (step.error) throw new ApiError(500, step.error);
+      if (step.digest && step.total) layers.set(step.digest, [step.completed || 0, step.total]);
+      const [got, all] = [...layers.values()].reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
+      bar.max = String(Math.max(1, all));
+      bar.value = String(got);
+      state.textContent = step.status === "success" ? `${model}: pulled` : step.status;
     }
   } catch (err) {
     if (err.name === "AbortError") return;
