@@ -9,7 +9,7 @@ COLUMNS = {
     "id", "kind", "model", "status", "queue", "priority", "batch_id", "request", "output", "error",
     "done_reason", "created_at", "started_at", "finished_at", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration", "load_duration", "total_duration",
-    "first_token_at", "worker_host", "device", "idempotency_key",
+    "first_token_at", "worker_host", "worker_node", "device", "idempotency_key",
     "attempts", "lease_owner", "lease_expires_at", "lost_by", "owner", "reply",
 }
 

@@ -229,8 +229,9 @@ class Runtime:
 
     def _run_claimed(self, job_id: str) -> None:
         self.arrivals.arrived(job_id)  # (again, when no signal counted it: a direct call)
-        job = self.jobs.claim(job_id, worker_host=self.hostname, device=self.settings.device,
-                              owner=self.worker_id, lease=self.settings.lease)
+        job = self.jobs.claim(job_id, worker_host=self.hostname, worker_node=self.node,
+                              device=self.settings.device, owner=self.worker_id,
+                              lease=self.settings.lease)
         try:
             if job is not None:
                 self._run(job)

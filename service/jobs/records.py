@@ -73,6 +73,7 @@ class Job(Base):
     total_duration: Mapped[int | None] = mapped_column(BigInteger)
     first_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_host: Mapped[str | None] = mapped_column(String(255))
+    worker_node: Mapped[str | None] = mapped_column(String(255))  # its Celery node (0007)
     device: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker took it
@@ -127,8 +128,8 @@ _CLAIM = (
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.QUEUED.value)
     .values(status=JobStatus.RUNNING.value, started_at=bindparam("started_at"),
-            worker_host=bindparam("worker_host"), device=bindparam("device"),
-            lease_owner=bindparam("holder"), lease_expires_at=bindparam("expires"),
+            worker_host=bindparam("worker_host"), worker_node=bindparam("worker_node"),
+            device=bindparam("device"), lease_owner=bindparam("holder"), lease_expires_at=bindparam("expires"),
             attempts=_JOBS.c.attempts + 1)
     .returning(*_JOBS.c)
 )
@@ -176,7 +177,7 @@ class JobStore:
             return session.get(Job, job_id)
 
     def claim(self, job_id: str, *, worker_host: str, device: str, owner: str,
-              lease: float) -> Job | None:
+              lease: float, worker_node: str | None = None) -> Job | None:
         """Mark a queued job running under `owner`'s lease of `lease` seconds and return it;
         None if it is no longer queued (cancelled, timed out, or taken by another worker, so
         a repeated or late message is dropped).
@@ -185,7 +186,7 @@ class JobStore:
         """
         started = now()
         params = {"job_id": job_id, "started_at": started, "worker_host": worker_host,
-                  "device": device, "holder": owner, "expires": started + timedelta(seconds=lease)}
+                  "worker_node": worker_node, "device": device, "holder": owner, "expires": started + timedelta(seconds=lease)}
         with self.sessions.begin() as session:
             row = session.execute(_CLAIM, params).first()
         return None if row is None else Job(**row._mapping)

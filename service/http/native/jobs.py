@@ -158,10 +158,11 @@ def _time_arg(name: str) -> datetime | None:
         raise InvalidRequest(f"invalid parameter '{name}': expected an ISO 8601 time") from None
 
 
-_LISTED = ("id", "kind", "model", "status", "queue", "priority", "batch_id", "done_reason",
-           "created_at", "started_at", "first_token_at", "finished_at", "worker_host", "device",
-           "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
-           "load_duration", "total_duration")
+# What GET /jobs lists of each job (its OpenAPI schema says the same, from this tuple).
+LISTED = ("id", "kind", "model", "status", "queue", "priority", "batch_id", "done_reason",
+          "created_at", "started_at", "first_token_at", "finished_at", "worker_host",
+          "worker_node", "device", "prompt_eval_count", "prompt_eval_duration", "eval_count",
+          "eval_duration", "load_duration", "total_duration")
 
 
 def _preview(text: str | None) -> str | None:
@@ -175,7 +176,7 @@ def summarize(job: Job) -> dict[str, Any]:
     output. Never the request or the whole output, which may be megabytes per row; GET
     /jobs/<id> (its `self` link) has those."""
     whole = job.to_dict()
-    data: dict[str, Any] = {key: whole[key] for key in _LISTED}
+    data: dict[str, Any] = {key: whole[key] for key in LISTED}
     data["error"] = _preview(job.error)
     data["preview"] = _preview(_output_so_far(job))
     data["position"] = services().jobs.position(job) if job.status == "queued" else None

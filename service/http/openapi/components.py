@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from service.access.keys import Role
 from service.batches.records import BatchStatus
+from service.http.native.jobs import LISTED
 from service.http.openapi.schemas import (
     Schema,
     message,
@@ -167,14 +168,9 @@ def openai() -> dict[str, Schema]:
 def native() -> dict[str, Schema]:
     links = _object(["self", "events"], self=_STRING, events=_STRING)
     status = {"type": "string", "enum": [s.value for s in JobStatus]}
-    summary_keys = ("id", "kind", "model", "status", "queue", "priority", "batch_id",
-                    "done_reason", "created_at", "started_at", "first_token_at",
-                    "finished_at", "worker_host", "device", "prompt_eval_count",
-                    "prompt_eval_duration", "eval_count", "eval_duration", "load_duration",
-                    "total_duration")
     row = table_schema(Job.__table__, {"status": status, "output": _STRING,
                                        "position": nullable(_INT), "links": links})
-    listed = {k: row["properties"][k] for k in summary_keys}
+    listed = {k: row["properties"][k] for k in LISTED}
     counts = _object(["total"], **{k: _INT for k in (
         "total", "pending", "queued", "running", "succeeded", "failed", "invalid",
         "cancelled", "done")})
