@@ -273,11 +273,12 @@ def describe(info: dict[str, Any]) -> str:
 @click.command("workers")
 def workers() -> None:
     """List every worker heard from lately: where it runs, what it holds, how full it is."""
-    rows = [["WORKER", "NODE", "DEVICE", "QUEUES", "MODELS", "SLOTS FREE", "JOBS", "HEARTBEAT"]]
+    rows = [["WORKER", "NODE", "DEVICE", "QUEUES", "MODELS", "SLOTS FREE", "JOBS", "THREADS",
+             "HEARTBEAT"]]
     for w in Client().request("GET", "/api/workers")["workers"]:
         beat = f"{w['heartbeat_age']:.0f}s ago" + ("" if w["alive"] else " (dead)")
         rows.append([w["worker"], w.get("node") or "", w.get("device") or "",
                      ",".join(w.get("queues") or []), ",".join(w["models"]) or "-",
                      f"{w.get('free_slots', '')}/{w.get('slots', '')}", str(w.get("running", "")),
-                     beat])
+                     str(w.get("threads", "")), beat])
     _table(rows)

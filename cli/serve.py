@@ -329,7 +329,6 @@ def _safe(url: str) -> str:
 def worker(queues: str | None, loglevel: str) -> None:
     """Run a Celery worker that loads models and decodes jobs from the given queues."""
     from service.core.redis_server import EmbeddedRedis
-    from service.jobs.queue import consumed_queues
     from workers.celery_app import create_celery
 
     settings = load_settings()
@@ -340,9 +339,10 @@ def worker(queues: str | None, loglevel: str) -> None:
             raise click.ClickException("CORRAL_REDIS_URL is not set and no embedded Redis is "
                                        "running under CORRAL_HOME: start `corral serve` first")
         settings = dataclasses.replace(settings, redis_url=url)
+    if queues:
+        settings = dataclasses.replace(settings, queues=queues)
     app = create_celery(settings)
-    queues = ",".join(consumed_queues(queues or settings.queues))
-    app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel,
+    app.worker_main(["worker", "--queues", ",".join(app.corral_queues), "--loglevel", loglevel,
                      "--hostname", f"corral-{os.getpid()}@%h",
                      "--without-gossip", "--without-mingle"])
 

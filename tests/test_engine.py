@@ -444,3 +444,23 @@ def test_a_sequence_may_use_more_than_its_share_of_the_pool_while_others_run() -
         with pytest.raises(ValueError, match="at most 3072 here"):
             eng.submit(long_prompt * 2, Options(num_ctx=8192))
 
+
+
+def test_set_threads_takes_effect_between_steps_and_keeps_greedy_text(engine: Engine) -> None:
+    """A worker whose share of the host changes (workers/cores) changes its engine's threads
+    without reloading: the next step decodes with them, and greedy text stays the same."""
+    prompt = chat(engine, "Name three colours.")
+    greedy = Options(temperature=0, num_predict=8)
+    before = engine.n_threads
+    first = engine.submit(prompt, greedy).result().text
+    try:
+        engine.set_threads(1)
+        assert engine.submit(prompt, greedy).result().text == first
+        assert engine.n_threads == 1
+        engine.set_threads(0)  # never fewer than one
+        engine.submit(prompt, GREEDY).result()
+        assert engine.n_threads == 1
+    finally:
+        engine.set_threads(before)
+        engine.submit(prompt, GREEDY).result()
+    assert engine.n_threads == before

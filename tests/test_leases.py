@@ -83,14 +83,16 @@ def test_a_job_lost_more_than_max_attempts_fails_with_the_reason(app, client, fa
     assert event_types(app, job_id)[-1][0] == "error"
 
 
-def worker_process(settings, home: Path) -> subprocess.Popen:
+def worker_process(settings, home: Path, **env: str) -> subprocess.Popen:
     """`corral worker` as a process of its own (so it can be SIGKILLed), on the test's Redis,
-    database and models, with the short lease."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    env.update(CORRAL_HOME=str(home), CORRAL_REDIS_URL=settings.redis_url,
-               CORRAL_DATABASE_URL=settings.database_url, CORRAL_MODELS=str(settings.models),
-               CORRAL_LEASE=f"{LEASE}s", CORRAL_NUM_PARALLEL="2", CORRAL_STREAM_INTERVAL="0")
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=ROOT, env=env)
+    database and models, with the short lease (and any other CORRAL_* in `env`)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    environ.update(CORRAL_HOME=str(home), CORRAL_REDIS_URL=settings.redis_url,
+                   CORRAL_DATABASE_URL=settings.database_url,
+                   CORRAL_MODELS=str(settings.models), CORRAL_LEASE=f"{LEASE}s",
+                   CORRAL_NUM_PARALLEL="2", CORRAL_STREAM_INTERVAL="0", **env)
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=ROOT,
+                            env=environ)
 
 
 def test_sigkill_of_a_worker_mid_generation_loses_no_job_and_completes_none_twice(

@@ -15,7 +15,9 @@ from kombu import Queue
 
 from service.core.db import upgrade
 from service.core.settings import Settings
+from service.jobs.fleet import new_worker_id
 from service.jobs.queue import celery_config, consumed_queues
+from service.jobs.routing import own_queue
 from workers import tasks
 from workers.arrivals import Arrivals
 from workers.runtime import Runtime
@@ -33,10 +35,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
     # Task threads wait on their own sequences while the engine's decode thread batches them
     # together: a place each, for batch lines and for interactive requests (workers/gates).
     app.conf.update(worker_pool="threads", worker_concurrency=pool_threads(settings))
-    # Interactive queues first, then their batch queues (see service.jobs.queue).
-    app.conf.task_queues = [
-        Queue(name, routing_key=name) for name in consumed_queues(settings.queues)
-    ]
+    # Interactive queues first (the shared ones and this worker's own, service.jobs.routing),
+    # then the batch queues (see service.jobs.queue).
+    app.corral_worker_id = new_worker_id()
+    app.corral_queues = consumed_queues(settings.queues, own_queue(app.corral_worker_id))
+    app.conf.task_queues = [Queue(name, routing_key=name) for name in app.corral_queues]
     app.corral_settings = settings
     app.corral_arrivals = Arrivals()
     app.corral_received = app.corral_arrivals.on_received(app)  # held: signals keep weak refs
@@ -66,7 +69,9 @@ def runtime(app: Celery) -> Runtime:
         if app.corral_runtime is None:
             upgrade(app.corral_settings.database)
             app.corral_runtime = Runtime(app.corral_settings, arrivals=app.corral_arrivals,
-                                         batch_places=batch_places(app.corral_settings))
+                                         batch_places=batch_places(app.corral_settings),
+                                         worker_id=app.corral_worker_id,
+                                         node=getattr(app, "corral_node", None))
         return app.corral_runtime
 
 
@@ -77,8 +82,9 @@ def _join_fleet(sender=None, **_kwargs) -> None:
     app = getattr(sender, "app", None)
     if getattr(app, "corral_lock", None) is None:
         return  # not a corral worker's app
+    app.corral_node = getattr(sender, "hostname", None)  # in its first heartbeat
     try:
-        runtime(app).node = getattr(sender, "hostname", None)
+        runtime(app).node = app.corral_node
     except Exception:  # the first task tries again and says why
         log.exception("could not start the worker's runtime at once")
 

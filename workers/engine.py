@@ -34,6 +34,7 @@ import llama_cpp
 import numpy as np
 
 from workers import llama_loader, logprobs, scheduler
+from workers.cores import usable_cores
 from workers.llama_batch import EmbeddingBatch, TokenBatch
 from workers.llama_loader import ModelLoadError, Vocab
 from workers.prefix_cache import PrefixCache
@@ -83,6 +84,8 @@ class Engine:
             raise ValueError("n_ctx_per_seq must be at least 2")
         self.model_path = model_path
         self.n_parallel = n_parallel
+        self.n_threads = n_threads or usable_cores()
+        self._threads_next = self.n_threads  # set_threads: applied between two steps
         self.n_ctx_per_seq = n_ctx_per_seq
         self.n_batch = max(n_batch, n_parallel)  # every generating sequence needs a batch row
         self.prefix_cache = prefix_cache
@@ -98,12 +101,12 @@ class Engine:
                 n_seq=n_parallel,
                 n_ctx_per_seq=n_ctx_per_seq,
                 n_batch=self.n_batch,
-                n_threads=n_threads or usable_cpus(),
+                n_threads=self.n_threads,
             )
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
             if mmproj_path:
-                self.vision = Projector(mmproj_path, self._model, n_threads or usable_cpus())
+                self.vision = Projector(mmproj_path, self._model, self.n_threads)
             self._describe_model()
         except BaseException:
             self._free()
@@ -277,6 +280,7 @@ class Engine:
         error = None
         try:
             while self._wait_and_admit():
+                self._apply_threads()
                 self._step()
         except Exception as exc:
             log.exception("engine decode loop failed")
@@ -284,6 +288,16 @@ class Engine:
             with self._cond:
                 self._failure = error
         self._drain(error)
+
+    def set_threads(self, n_threads: int) -> None:
+        """Decode with `n_threads` from the next step on (the worker's share of its host
+        changed, workers/cores); the decode thread applies it between two steps."""
+        self._threads_next = max(1, n_threads)
+
+    def _apply_threads(self) -> None:
+        if self._threads_next != self.n_threads:
+            self.n_threads = self._threads_next
+            llama_cpp.llama_set_n_threads(self._ctx, self.n_threads, self.n_threads)
 
     def _wait_and_admit(self) -> bool:
         """Block while there is nothing to do; admit waiting requests into free sequence ids.
@@ -599,8 +613,3 @@ class Engine:
             request.drop(None if error else Completion("cancel", 0, 0, 0, 0, ""), error)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which os.cpu_count() ignores)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -51,6 +51,7 @@ class Heartbeat:
         self._published = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by nudge() and close(): look at once
         self._thread = threading.Thread(target=self._run, name="corral-heartbeat", daemon=True)
         self._thread.start()
 
@@ -66,8 +67,15 @@ class Heartbeat:
                 log.warning("could not publish loaded models", exc_info=True)
             except Exception:
                 log.exception("publishing loaded models failed")
-            if self._stop.wait(INTERVAL):
+            self._wake.wait(INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
+
+    def nudge(self) -> None:
+        """Publish soon, from the heartbeat's thread (a job took or left a slot: routing,
+        service.jobs.routing, should know within milliseconds, not a second)."""
+        self._wake.set()
 
     def publish(self, only_if_changed: bool = False) -> None:
         """Write what the pool holds now (skipped when nothing changed, if asked)."""
@@ -121,6 +129,7 @@ class Heartbeat:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(2)
         try:
             fleet.withdraw(self.client, self.worker_id)

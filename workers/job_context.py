@@ -18,6 +18,7 @@ from service.core.settings import Settings
 from service.jobs.records import JobStatus, JobStore
 from service.models.store import ModelStore
 from workers.arrivals import Arrivals
+from workers.cores import usable_cores
 from workers.model_pool import ModelPool
 
 
@@ -61,6 +62,7 @@ class JobContext:
     streams: Streams
     loaded_changed: Callable[[], None]  # tell the fleet at once what is loaded now
     arrivals: Arrivals = field(default_factory=Arrivals)  # jobs not yet at their engine
+    threads: Callable[[], int] = usable_cores  # this worker's share of the host (workers/cores)
 
     def finish(self, job_id: str, status: JobStatus, **record: Any) -> bool:
         """Record the end of a job this worker holds; False if it no longer holds it (its

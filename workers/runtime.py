@@ -13,7 +13,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
@@ -27,12 +26,15 @@ from service.core.errors import CorralError
 from service.core.settings import Settings
 from service.jobs.control import Listener
 from service.jobs.events import RETRYING, Publisher, Subscriber, retrying
+from service.jobs.fleet import new_worker_id
 from service.jobs.kinds import KINDS, JobKind
 from service.jobs.leases import LeaseSweeper
 from service.jobs.queue import JobQueue, consumed_queues, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
+from service.jobs.routing import own_queue
 from service.models.store import Model, ModelStore
 from workers.arrivals import Arrivals
+from workers.cores import SHARE_EVERY_S, CoreShare, machine_id
 from workers.gates import Gate
 from workers.heartbeat import Heartbeat
 from workers.job_context import JobContext, Streams
@@ -56,11 +58,14 @@ class Runtime:
     """Per-process worker state, created lazily by the Celery app on the first task."""
 
     def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None,
-                 arrivals: Arrivals | None = None, batch_places: int | None = None) -> None:
+                 arrivals: Arrivals | None = None, batch_places: int | None = None,
+                 worker_id: str | None = None, node: str | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
-        # Names this process in the fleet and on every lease it holds.
-        self.worker_id = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Names this process in the fleet and on every lease it holds; its own queue, which
+        # the API routes jobs for its models to (service.jobs.routing), is named after it.
+        self.worker_id = worker_id or new_worker_id()
+        self.own_queue = own_queue(self.worker_id)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.db = make_engine(settings.database)
         self.jobs = JobStore(make_sessionmaker(self.db))
@@ -78,7 +83,9 @@ class Runtime:
         self.pool = ModelPool(loader or self._load_engine, max_loaded=settings.max_loaded_models,
                               default_keep_alive=settings.keep_alive)
         self.streams = Streams()
-        self.node: str | None = None  # this worker's Celery node name, once a task says it
+        self.cores = CoreShare(self.redis, machine=machine_id(), worker_id=self.worker_id,
+                               configured=settings.num_threads)
+        self.node = node  # this worker's Celery node name (else the first task says it)
         places = batch_places or settings.num_parallel
         # Jobs this worker holds, by kind of work (workers/gates): batch lines, and
         # interactive requests (so a fleet's other workers get what this one cannot start).
@@ -91,7 +98,7 @@ class Runtime:
                                    context_length=settings.num_ctx, about=self._about)
         self.context = JobContext(settings, self.hostname, self.worker_id, self.redis, self.jobs,
                                   self.store, self.pool, self.streams, self.heartbeat.publish,
-                                  self.arrivals)
+                                  self.arrivals, self.cores.update)
         self.control = Listener(self.redis, {"unload": self._on_unload,
                                              "cancel": self._on_cancel})
         self._stop = threading.Event()
@@ -106,8 +113,10 @@ class Runtime:
         how full it is (jobs held, interactive and batch, against its decode slots)."""
         held = sum(gate.held for gate in self.gates.values())
         return {"host": self.hostname, "node": self.node, "pid": os.getpid(),
-                "device": self.settings.device, "queues": consumed_queues(self.settings.queues),
-                "slots": self.settings.num_parallel, "running": held,
+                "device": self.settings.device, "queues": self.queues(),
+                "own_queue": self.own_queue,
+                "machine": self.cores.machine, "slots": self.settings.num_parallel,
+                "threads": self.cores.threads, "running": held,
                 "free_slots": max(0, self.settings.num_parallel - held)}
 
     def _load_engine(self, model: Model):
@@ -118,7 +127,7 @@ class Runtime:
             str(model.model_path),
             n_parallel=self.settings.num_parallel,
             n_ctx_per_seq=self.settings.num_ctx,
-            n_threads=self.settings.threads,
+            n_threads=self.cores.update(),
             lora_path=adapter,
             arriving=self.arrivals.pending,
             mmproj_path=str(model.projectors[0]) if model.projectors else None,
@@ -130,12 +139,16 @@ class Runtime:
         if self.node is None:
             return
         control = self.batches.queue.celery.control
-        for queue in consumed_queues(self.settings.queues):
+        for queue in self.queues():
             if queue.endswith(".batch") == batch:
                 if action == "cancel":
                     control.cancel_consumer(queue, destination=[self.node], reply=False)
                 else:
                     control.add_consumer(queue, destination=[self.node], reply=False)
+
+    def queues(self) -> list[str]:
+        """The queues this worker consumes: the shared ones, its own, their batch twins."""
+        return consumed_queues(self.settings.queues, self.own_queue)
 
     def _expected(self) -> list[str]:
         """Decode jobs queued for this worker's queues in the last ARRIVING_S (see
@@ -161,11 +174,21 @@ class Runtime:
             for gate in self.gates.values():
                 gate.check(reassert=True)
             ticks += 1
+            if ticks % SHARE_EVERY_S == 0:
+                self._share_cores()
             if ticks % BATCH_SWEEP_SECONDS == 0:
                 try:
                     self.batches.sweep()  # moves on batches whose feeder died mid-step
                 except Exception:
                     log.exception("sweeping batches failed")
+
+    def _share_cores(self) -> None:
+        """Give every loaded engine this worker's share of the host's cores as it is now."""
+        threads = self.cores.update()
+        for loaded in self.pool.loaded():
+            set_threads = getattr(loaded.engine, "set_threads", None)
+            if set_threads is not None:
+                set_threads(threads)
 
     def _keep_leases(self) -> None:
         """Renew this worker's leases every third of CORRAL_LEASE, and sweep for lapsed ones
@@ -215,17 +238,19 @@ class Runtime:
         if not gate.try_enter():
             self._give_back(job_id)
             return
+        self.heartbeat.nudge()  # a slot less free: tell the fleet's routing
         try:
             self._run_claimed(job_id)
         finally:
             gate.leave()
+            self.heartbeat.nudge()
 
     def _give_back(self, job_id: str) -> None:
         """Send a job this worker has no place for back to its queue, unclaimed (that queue
         is stopped here meanwhile, so another worker or a later turn takes it)."""
         job = self.jobs.get(job_id)
         if job is not None and job.status == JobStatus.QUEUED.value:
-            self.batches.queue.enqueue(job)
+            self.batches.queue.enqueue(job, shared=True)  # not routed back to this full one
 
     def _run_claimed(self, job_id: str) -> None:
         self.arrivals.arrived(job_id)  # (again, when no signal counted it: a direct call)

@@ -267,7 +267,8 @@ class Settings:
                            "holds CORRAL_NUM_PARALLEL times this, and a request's num_ctx may use "
                            "up to all of it (and the model's training context)")
     num_threads: int = setting("CORRAL_NUM_THREADS", "0", _non_negative_int,
-                               "Decode threads per model; 0 = the machine's cores")
+                               "Decode threads per model; 0 = this worker's share of its host's "
+                               "cores (split among the host's workers)")
     queues: str = setting("CORRAL_QUEUES", "cpu", str,
                           "Queues a worker started by `corral serve` consumes")
     device: str = setting("CORRAL_DEVICE", "cpu", str,
@@ -338,11 +339,6 @@ class Settings:
         """The URL a local client uses to reach this service."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
-
-    @property
-    def threads(self) -> int:
-        """Decode threads: the configured count, or every core (the C default halves speed)."""
-        return self.num_threads or os.cpu_count() or 1
 
 
 def _declared(cls: type[Settings]) -> list[dataclasses.Field[Any]]:

@@ -39,7 +39,7 @@ class Services:
 
     @property
     def default_queue(self) -> str:
-        return self.settings.queues.split(",")[0].strip() or "cpu"
+        return self.queue.default_queue
 
     def files(self) -> FileStore:
         """Uploaded batch files under CORRAL_HOME, capped at CORRAL_MAX_UPLOAD."""

@@ -9,6 +9,9 @@ worker that dies drops out of /api/ps on its own. Entries already have Ollama's 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +21,12 @@ PREFIX = "corral:worker:"
 SEEN = "corral:seen:"  # what a worker said of itself, kept a grace period past its last beat
 GRACE = 60.0  # seconds a silent worker is still listed, as dead, before it is dropped
 FOREVER_AT = "2318-08-02T00:00:00Z"  # what Ollama shows for keep_alive < 0 (max duration)
+
+
+def new_worker_id() -> str:
+    """A name for this worker process in the fleet and on every lease it holds:
+    host:pid:random, so a restarted worker is never taken for the one that died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def worker_key(worker_id: str) -> str:

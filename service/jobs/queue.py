@@ -6,15 +6,18 @@ sides agree on serializers, acknowledgement and routing.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from celery import Celery
 
+from service.core.db import now
 from service.core.errors import QueueFull
 from service.core.settings import Settings
 from service.jobs.kinds import KINDS, JobKind
 from service.jobs.records import Job, JobStatus, JobStore
+from service.jobs.routing import ANY, Router
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
@@ -53,10 +56,11 @@ def batch_queue(queue: str) -> str:
     return f"{queue}.batch"
 
 
-def consumed_queues(queues: str) -> list[str]:
-    """The Celery queues a worker reads, interactive first: "cpu" → ["cpu", "cpu.batch"]."""
+def consumed_queues(queues: str, own: str | None = None) -> list[str]:
+    """The Celery queues a worker reads, interactive first: "cpu" → ["cpu", "cpu.batch"];
+    with its `own` queue (service.jobs.routing) after the shared interactive ones."""
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    return names + [batch_queue(q) for q in names]
+    return names + ([own] if own else []) + [batch_queue(q) for q in names]
 
 
 def broker_priority(priority: int, batch: bool) -> int:
@@ -79,13 +83,20 @@ def make_producer(settings: Settings, redis_url: str) -> Celery:
 
 
 class JobQueue:
-    """Records a job, then sends its task to the queue named after its device."""
+    """Records a job, then sends its task to a worker that holds its model, or to the queue
+    named after its device (service.jobs.routing)."""
 
     def __init__(self, celery: Celery, jobs: JobStore, client: redis.Redis, settings: Settings):
         self.celery = celery
         self.jobs = jobs
         self.redis = client
         self.settings = settings
+        self.router = Router(client)
+
+    @property
+    def default_queue(self) -> str:
+        """Where a job goes that names no device: the first of CORRAL_QUEUES."""
+        return self.settings.queues.split(",")[0].strip() or "cpu"
 
     def waiting(self, queue: str) -> int:
         """Jobs waiting on a queue: Celery's Redis transport keeps one list per priority."""
@@ -101,21 +112,25 @@ class JobQueue:
         owner: str | None = None,
     ) -> Job:
         """Record a queued job and enqueue its task; QueueFull past CORRAL_MAX_QUEUE.
+        `queue` is a device queue, or ANY: a worker of any device holding the model, else
+        the default queue.
 
         Batch lines go to the batch queue and are not counted against CORRAL_MAX_QUEUE:
         their feeder already bounds how many wait.
         """
-        if batch_id is None and self.waiting(queue) >= self.settings.max_queue:
+        shared = self.default_queue if queue == ANY else queue
+        if batch_id is None and self.waiting(shared) >= self.settings.max_queue:
             raise QueueFull(
                 f"server busy: {self.settings.max_queue} requests already waiting, retry later",
                 headers={"Retry-After": "5"},
             )
-        target = batch_queue(queue) if batch_id else queue
+        routed = None if batch_id else self.router.choose(kind.value, model, queue)
+        target = batch_queue(shared) if batch_id else shared
         job = self.jobs.create(kind, model, request, queue=target, priority=priority,
                                batch_id=batch_id, idempotency_key=idempotency_key,
-                               owner=owner)
+                               owner=owner, resend_at=self._pickup() if routed else None)
         try:
-            self.enqueue(job)
+            self._send(job, routed or job.queue)
         except Exception as exc:
             # The caller answers 503 and its client retries; a row no message will ever run
             # must not stay queued. A batch line stays: its batch re-sends lost lines.
@@ -124,8 +139,21 @@ class JobQueue:
             raise
         return job
 
-    def enqueue(self, job: Job) -> None:
-        """Send a recorded job's task to its queue."""
+    def enqueue(self, job: Job, *, shared: bool = False) -> None:
+        """Send a recorded job's task again (a resend, a line of a batch, a job a full worker
+        gave back): routed afresh, unless `shared` asks for its shared queue."""
+        routed = None
+        if not shared and job.batch_id is None:
+            routed = self.router.choose(job.kind, job.model, job.queue)
+        if routed and not self.jobs.expect_pickup(job.id, self._pickup()):
+            routed = None  # it was claimed meanwhile: the claim drops this message anyway
+        self._send(job, routed or job.queue)
+
+    def _pickup(self) -> datetime:
+        """When a routed job not yet taken is sent again (its worker may have died)."""
+        return now() + timedelta(seconds=self.settings.lease)
+
+    def _send(self, job: Job, queue: str) -> None:
         self.celery.send_task(KINDS[JobKind(job.kind)].task, args=[job.id], task_id=job.id,
-                              queue=job.queue,
+                              queue=queue,
                               priority=broker_priority(job.priority, job.batch_id is not None))

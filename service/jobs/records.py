@@ -129,7 +129,8 @@ _CLAIM = (
     .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.QUEUED.value)
     .values(status=JobStatus.RUNNING.value, started_at=bindparam("started_at"),
             worker_host=bindparam("worker_host"), worker_node=bindparam("worker_node"),
-            device=bindparam("device"), lease_owner=bindparam("holder"), lease_expires_at=bindparam("expires"),
+            device=bindparam("device"), lease_owner=bindparam("holder"),
+            lease_expires_at=bindparam("expires"),
             attempts=_JOBS.c.attempts + 1)
     .returning(*_JOBS.c)
 )
@@ -153,8 +154,11 @@ class JobStore:
         batch_id: str | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        resend_at: datetime | None = None,
     ) -> Job:
-        """Record a new queued job and return it (detached: a plain record of the row)."""
+        """Record a new queued job and return it (detached: a plain record of the row);
+        `resend_at`: when the lease sweep sends it again if no worker took it (a routed job,
+        service.jobs.routing)."""
         values = {
             "id": uuid.uuid4().hex,
             "kind": kind.value,
@@ -167,6 +171,7 @@ class JobStore:
             "created_at": now(),
             "idempotency_key": idempotency_key,
             "owner": owner,
+            "lease_expires_at": resend_at,
         }
         with self.sessions.begin() as session:
             session.execute(_INSERT, values)
@@ -186,7 +191,8 @@ class JobStore:
         """
         started = now()
         params = {"job_id": job_id, "started_at": started, "worker_host": worker_host,
-                  "worker_node": worker_node, "device": device, "holder": owner, "expires": started + timedelta(seconds=lease)}
+                  "worker_node": worker_node, "device": device, "holder": owner,
+                  "expires": started + timedelta(seconds=lease)}
         with self.sessions.begin() as session:
             row = session.execute(_CLAIM, params).first()
         return None if row is None else Job(**row._mapping)
@@ -230,6 +236,12 @@ class JobStore:
             job.id, (JobStatus.QUEUED,), Job.lease_owner.is_(None),
             Job.lease_expires_at == job.lease_expires_at,
             lease_expires_at=now() + timedelta(seconds=after))
+
+    def expect_pickup(self, job_id: str, by: datetime) -> bool:
+        """Set a queued job's resend time to `by` (it is being routed to one worker); False
+        if a worker holds it already."""
+        return self._transition(job_id, (JobStatus.QUEUED,), Job.lease_owner.is_(None),
+                                lease_expires_at=by)
 
     def release(self, job_id: str, owner: str) -> bool:
         """Give a running job back to the queue, due for resending at once (its worker lost

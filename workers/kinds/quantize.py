@@ -24,7 +24,7 @@ from service.jobs.records import Job, JobStatus
 from service.models import gguf
 from service.models.quantize import TARGETS
 from service.models.store import MEDIA, Layer
-from workers.engine import usable_cpus
+from workers.cores import usable_cores
 from workers.job_context import JobContext
 
 
@@ -63,7 +63,7 @@ def _quantize(source: Path, out: Path, ftype: int) -> None:
     API checked the type, so what is left is weights llama.cpp cannot read)."""
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
-    params.nthread = usable_cpus()
+    params.nthread = usable_cores()
     code = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(out),
                                           ctypes.byref(params))
     if code != 0:

@@ -61,10 +61,21 @@ def submit():
         return jsonify(_summary(existing)), 200
     access.check_model(parsed.model)
     check_capabilities(parsed.to_job(), ctx.store.resolve(parsed.model), parsed.model)
-    job = ctx.queue.submit(kind, parsed.model, parsed.to_job(), queue=ctx.default_queue,
+    job = ctx.queue.submit(kind, parsed.model, parsed.to_job(), queue=_device(body),
                            priority=priority, batch_id=field(body, "batch", str),
                            idempotency_key=key, owner=access.owner())
     return jsonify(_summary(job)), 202
+
+
+def _device(body: dict[str, Any]) -> str:
+    """The device queue a job asks for: "cpu", "gpu", any queue workers serve, or "any"
+    (whichever worker holds its model, else the default queue); CORRAL_QUEUES' first
+    when it names none."""
+    device = field(body, "device", str, services().default_queue)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", device):  # (no ".batch" queue)
+        raise InvalidRequest("invalid field 'device': expected a device queue such as "
+                             "'cpu' or 'gpu', or 'any'")
+    return device
 
 
 def _summary(job: Job) -> dict[str, Any]:

@@ -180,10 +180,13 @@ def native() -> dict[str, Schema]:
     return {
         "JobRequest": {"type": "object", "required": ["model"], "description": (
             "the fields of the kind's request (GenerateRequest, ChatRequest, EmbedRequest "
-            "or PullRequest), plus kind, priority and batch"),
+            "or PullRequest), plus kind, priority, batch and device"),
             "properties": {"kind": kinds, "model": _STRING,
                            "priority": {"type": "integer", "minimum": 0, "maximum": 9},
-                           "batch": _STRING}},
+                           "batch": _STRING,
+                           "device": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$",
+                                      "description": "the device queue (cpu, gpu, ...) or "
+                                      "'any': whichever worker holds the model"}}},
         "JobSummary": _object(["id", "status", "links"], id=_STRING, status=status,
                               links=links),
         "Job": row,
@@ -192,7 +195,12 @@ def native() -> dict[str, Schema]:
                                                error=nullable(_STRING),
                                                preview=nullable(_STRING),
                                                position=nullable(_INT), links=links))),
-        "Workers": _object(["workers"], workers=_array(_OBJECT)),
+        "Workers": _object(["workers"], workers=_array(_object(
+            ["worker", "models", "heartbeat_age", "alive"], worker=_STRING,
+            node=nullable(_STRING), host=_STRING, pid=_INT, device=_STRING,
+            queues=_array(_STRING), own_queue=_STRING, slots=_INT, threads=_INT,
+            running=_INT, free_slots=_INT, models=_array(_STRING), heartbeat_age=_NUMBER,
+            alive=_BOOL))),
         "Report": _object(["rows"], rows=_array(_OBJECT), concurrency=_STRING,
                           series=_array(_OBJECT), bucket_s=_INT),
         "Batch": batch,
