@@ -12,6 +12,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.access.keys import Role
+from service.core.db import upgrade
 from service.jobs.kinds import JobKind
 from service.jobs.metrics import LATENCY_BUCKETS, bucket_index
 from service.jobs.records import JobStatus
@@ -104,20 +105,39 @@ def test_queue_depth_and_queued_jobs_with_no_worker_and_a_cancel_counted(client)
     assert not [key for key in samples if key[0] == "corral_model_loaded"]
 
 
-def test_a_job_ended_twice_is_counted_once(app, client):
-    store = app.extensions["corral"].jobs
-    job = store.create(JobKind.GENERATE, "other:1b", {"prompt": "x"}, queue="cpu")
-    assert store.finish(job.id, JobStatus.FAILED, error="first",
+@pytest.fixture(params=["database_url", pytest.param("postgres_url", marks=pytest.mark.postgres)])
+def any_database_app(request, make_app):
+    """The app on SQLite, and on PostgreSQL when CORRAL_TEST_DATABASE_URL points at one."""
+    url = request.getfixturevalue(request.param)
+    upgrade(url)
+    return make_app(database_url=url)
+
+
+def test_a_job_ended_twice_or_lost_by_its_worker_is_counted_once(any_database_app):
+    client, store = any_database_app.test_client(), any_database_app.extensions["corral"].jobs
+    failed = store.create(JobKind.GENERATE, "other:1b", {"prompt": "x"}, queue="cpu")
+    assert store.finish(failed.id, JobStatus.FAILED, error="first",
                         metrics={"eval_count": 4, "prompt_eval_count": 7})
-    assert not store.finish(job.id, JobStatus.SUCCEEDED, metrics={"eval_count": 9})
-    assert not store.cancel_queued(job.id)
+    assert not store.finish(failed.id, JobStatus.SUCCEEDED, metrics={"eval_count": 9})
+    assert not store.cancel_queued(failed.id)
+    # A job whose worker vanished, ended by the API (DELETE /jobs) or by a sweep.
+    held = store.create(JobKind.EMBED, "other:1b", {"input": "x"}, queue="cpu")
+    held = store.claim(held.id, worker_host="gone", device="cpu", owner="gone:1", lease=60)
+    assert store.cancel_abandoned(held) and not store.cancel_abandoned(held)
+    lost = store.create(JobKind.GENERATE, "other:1b", {"prompt": "x"}, queue="cpu")
+    lost = store.claim(lost.id, worker_host="gone", device="cpu", owner="gone:1", lease=60)
+    assert store.give_up(lost, "lost too often") and not store.give_up(lost, "again")
     samples = scrape(client)
-    assert sample(samples, "corral_jobs_finished_total", model="other:1b", kind="generate",
-                  status="failed") == 1
-    assert sample(samples, "corral_jobs_finished_total", model="other:1b", kind="generate",
-                  status="succeeded") is None
+    finished = {labels: value for (name, labels), value in samples.items()
+                if name == "corral_jobs_finished_total"}
+    assert finished == {
+        (("kind", "generate"), ("model", "other:1b"), ("status", "failed")): 2,
+        (("kind", "embed"), ("model", "other:1b"), ("status", "cancelled")): 1}
     assert sample(samples, "corral_generated_tokens_total", model="other:1b") == 4
     assert sample(samples, "corral_prompt_tokens_total", model="other:1b") == 7
+    assert sample(samples, "corral_request_latency_seconds_count", model="other:1b",
+                  kind="generate") == 2
+    assert sample(samples, "corral_jobs", status="running") == 0
 
 
 def test_with_keys_on_a_scrape_needs_an_admin_key(make_app):
