@@ -184,3 +184,15 @@ def test_a_worker_sends_celery_task_events_for_the_job_it_runs(app, client, sett
 def _capture(receiver, done: threading.Event) -> None:
     """Drain events until the receiver is told to stop (it looks each second)."""
     receiver.capture(limit=None, timeout=None, wakeup=False)
+
+
+def test_a_job_ends_while_redis_is_unreachable_and_a_scrape_then_answers_503(make_app,
+                                                                              database_url):
+    """A count lost to Redis never fails the job it counts; the scrape says Redis is gone."""
+    app = make_app(redis_url="redis://127.0.0.1:9/0")  # the discard port: nothing listens
+    store = app.extensions["corral"].jobs
+    job = store.create(JobKind.GENERATE, MODEL, {"prompt": "x"}, queue="cpu")
+    assert store.finish(job.id, JobStatus.FAILED, error="no worker", metrics={"eval_count": 1})
+    assert store.get(job.id).status == "failed"
+    res = app.test_client().get("/metrics")
+    assert res.status_code == 503 and "Redis" in res.get_json()["error"]
