@@ -15,6 +15,7 @@ from service.access.keys import Role
 from service.core.db import upgrade
 from service.jobs.kinds import JobKind
 from service.jobs.metrics import LATENCY_BUCKETS, bucket_index
+from service.jobs.queue import broker_priority, priority_band
 from service.jobs.records import JobStatus
 from tests.conftest import running_worker
 from tests.test_access import bearer, new_key
@@ -196,3 +197,10 @@ def test_a_job_ends_while_redis_is_unreachable_and_a_scrape_then_answers_503(mak
     assert store.get(job.id).status == "failed"
     res = app.test_client().get("/metrics")
     assert res.status_code == 503 and "Redis" in res.get_json()["error"]
+
+
+def test_each_priority_is_shown_in_the_band_of_the_list_kombu_keeps_it_on():
+    for priority in range(10):
+        for batch in (False, True):
+            low, high = map(int, priority_band(broker_priority(priority, batch)).split("-"))
+            assert low <= priority <= high and high == low + 1, (priority, batch)

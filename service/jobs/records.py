@@ -349,8 +349,8 @@ class JobStore:
             return list(session.scalars(query))
 
     def unfinished(self) -> dict[str, int]:
-        """How many jobs are queued and how many running: counted on the (status, created_at)
-        index alone, so it stays cheap however many finished jobs the table holds."""
+        """How many jobs are queued and how many running: counted on an index that leads with
+        status, alone, so it stays cheap however many finished jobs the table holds."""
         query = (select(Job.status, func.count()).where(Job.status.in_([_QUEUED, _RUNNING]))
                  .group_by(Job.status))
         with self.sessions() as session:
