@@ -29,6 +29,7 @@ from service.jobs.events import RETRYING, Publisher, Subscriber, retrying
 from service.jobs.fleet import new_worker_id
 from service.jobs.kinds import KINDS, JobKind
 from service.jobs.leases import LeaseSweeper
+from service.jobs.metrics import JobMeter
 from service.jobs.queue import JobQueue, consumed_queues, make_producer
 from service.jobs.records import Job, JobStatus, JobStore
 from service.jobs.routing import own_queue
@@ -68,7 +69,7 @@ class Runtime:
         self.own_queue = own_queue(self.worker_id)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.db = make_engine(settings.database)
-        self.jobs = JobStore(make_sessionmaker(self.db))
+        self.jobs = JobStore(make_sessionmaker(self.db), JobMeter(self.redis))
         self.arrivals = arrivals or Arrivals()
         self.arrivals.expected = self._expected
         self.store = ModelStore(settings.models_dir)

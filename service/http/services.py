@@ -18,6 +18,7 @@ from service.batches.store import BatchStore
 from service.core.db import make_engine, make_sessionmaker
 from service.core.errors import CorralError
 from service.core.settings import Settings
+from service.jobs.metrics import JobMeter
 from service.jobs.queue import JobQueue, make_producer
 from service.jobs.records import JobStore
 from service.models.store import ModelStore
@@ -66,7 +67,7 @@ def build_services(settings: Settings) -> Services:
                                   max_connections=2 * settings.http_threads + 64)
     db = make_engine(settings.database)
     sessions = make_sessionmaker(db)
-    jobs = JobStore(sessions)
+    jobs = JobStore(sessions, JobMeter(client))  # a job the API ends is counted too
     queue = JobQueue(make_producer(settings, settings.redis_url), jobs, client, settings)
     return Services(settings, client, db, jobs, ModelStore(settings.models_dir), queue,
                     KeyStore(sessions))

@@ -46,7 +46,10 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
+        # Task events (sent, received, started, succeeded ...) for Flower and `celery events`:
+        # a small publish per task and state, never per token.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "worker_enable_remote_control": True,
     }
 
@@ -75,6 +78,13 @@ def broker_priority(priority: int, batch: bool) -> int:
     return level + 5 if batch else level
 
 
+def priority_band(level: int) -> str:
+    """The corral priorities that kombu's priority list `level` holds, as "8-9" (level 0 of an
+    interactive queue, 5 of a batch queue) down to "0-1" (levels 4 and 9)."""
+    low = 2 * (4 - level % 5)
+    return f"{low}-{low + 1}"
+
+
 def make_producer(settings: Settings, redis_url: str) -> Celery:
     """A Celery app that only sends tasks (no tasks registered, nothing connected yet)."""
     app = Celery("corral", set_as_current=False)
@@ -100,11 +110,18 @@ class JobQueue:
 
     def waiting(self, queue: str) -> int:
         """Jobs waiting on a queue: Celery's Redis transport keeps one list per priority."""
+        return sum(self.levels([queue])[queue])
+
+    def levels(self, queues: list[str]) -> dict[str, list[int]]:
+        """Messages waiting on each queue per kombu priority level (0 taken first): the
+        lists `queue`, `queue:1` .. `queue:9`, read in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(queue)
-            for step in range(1, 10):
-                pipe.llen(f"{queue}:{step}")
-            return sum(int(n) for n in pipe.execute())
+            for queue in queues:
+                pipe.llen(queue)
+                for step in range(1, 10):
+                    pipe.llen(f"{queue}:{step}")
+            lengths = [int(n) for n in pipe.execute()]
+        return {queue: lengths[10 * i:10 * i + 10] for i, queue in enumerate(queues)}
 
     def submit(
         self, kind: JobKind, model: str, request: dict[str, Any], *, queue: str = "cpu",

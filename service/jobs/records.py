@@ -30,6 +30,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from service.core.db import Base, aware, now
 from service.jobs.kinds import JobKind
+from service.jobs.metrics import Ended, JobMeter
 
 
 class JobStatus(str, Enum):
@@ -135,13 +136,22 @@ _CLAIM = (
     .returning(*_JOBS.c)
 )
 _RUNNING, _QUEUED = JobStatus.RUNNING.value, JobStatus.QUEUED.value
+_FINAL = {s.value for s in JobStatus if s.finished}
+# What the meter counts of a job that ends, returned by the UPDATE that ends it.
+_METERED = (Job.model, Job.kind, Job.status, Job.created_at, Job.finished_at, Job.first_token_at,
+            Job.eval_count, Job.prompt_eval_count)
 
 
 class JobStore:
-    """Create, read and transition job rows through one sessionmaker."""
+    """Create, read and transition job rows through one sessionmaker.
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    With a `meter`, every job this store moves to a final state is counted once in Redis
+    (service.jobs.metrics), whichever process ends it: a worker, the API or a sweep.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], meter: JobMeter | None = None) -> None:
         self.sessions = sessions
+        self.meter = meter
 
     def create(
         self,
@@ -305,11 +315,19 @@ class JobStore:
         """One compare-and-set UPDATE: the job moves only from an `allowed` status, and only
         while every `where` clause still holds."""
         statuses = [s.value for s in allowed]
+        statement = (update(Job).where(Job.id == job_id, Job.status.in_(statuses), *where)
+                     .values(**values))
+        ends = self.meter is not None and values.get("status") in _FINAL
+        if not ends:
+            with self.sessions.begin() as session:
+                return session.execute(statement).rowcount == 1
+        # The row that this UPDATE ended, if it won; counted only once its end is committed.
         with self.sessions.begin() as session:
-            result = session.execute(
-                update(Job).where(Job.id == job_id, Job.status.in_(statuses), *where)
-                .values(**values))
-            return result.rowcount == 1
+            row = session.execute(statement.returning(*_METERED)).first()
+        if row is None:
+            return False
+        self.meter.ended(Ended(**row._mapping))
+        return True
 
     def by_idempotency_key(self, key: str) -> Job | None:
         with self.sessions() as session:
@@ -339,6 +357,15 @@ class JobStore:
                                      ).limit(limit)
         with self.sessions() as session:
             return list(session.scalars(query))
+
+    def unfinished(self) -> dict[str, int]:
+        """How many jobs are queued and how many running: counted on an index that leads with
+        status, alone, so it stays cheap however many finished jobs the table holds."""
+        query = (select(Job.status, func.count()).where(Job.status.in_([_QUEUED, _RUNNING]))
+                 .group_by(Job.status))
+        with self.sessions() as session:
+            counts = {status: int(n) for status, n in session.execute(query)}
+        return {status: counts.get(status, 0) for status in (_QUEUED, _RUNNING)}
 
     def waiting_by_model(self) -> dict[str, int]:
         """Queued jobs per model, for `corral ps` and /api/ps."""

@@ -1,5 +1,5 @@
-"""corral's native face: asynchronous jobs (/jobs), bulk files (/batches), the report, and
-API keys (/keys)."""
+"""corral's native face: asynchronous jobs (/jobs), bulk files (/batches), the report, API
+keys (/keys) and Prometheus metrics (/metrics)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from flask import Blueprint
 
 
 def blueprint() -> Blueprint:
-    """One blueprint holding /jobs, /jobs/report, /batches and /keys as nested blueprints."""
-    from service.http.native import batches, jobs, keys, report
+    """One blueprint holding /jobs, /jobs/report, /batches, /keys and /metrics as nested
+    blueprints."""
+    from service.http.native import batches, jobs, keys, metrics, report
 
     face = Blueprint("native", __name__)
-    for part in (report, jobs, batches, keys):
+    for part in (report, jobs, batches, keys, metrics):
         face.register_blueprint(part.bp)
     return face

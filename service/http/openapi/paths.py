@@ -283,7 +283,19 @@ def native() -> Paths:
             {"200": answer("JSONL", {"application/x-ndjson": {"schema": {"type": "string"}}})},
             errors=(404,), parameters=[_BATCH_ID])},
         **keys(),
+        **metrics(),
     }
+
+
+def metrics() -> Paths:
+    """/metrics, for Prometheus: an admin key when keys are on (a bearer token in the scrape
+    config)."""
+    text = {"text/plain": {"schema": {"type": "string", "description": (
+        "Prometheus' text format 0.0.4: jobs finished, tokens and latency histograms by model "
+        "(counted in Redis across every process), jobs queued and running, queue depth by "
+        "queue and priority, loaded models, workers and their slots")}}}
+    return {"/metrics": {"get": operation("corral's figures for a Prometheus scrape",
+                                          "metrics", {"200": answer("the figures", text)})}}
 
 
 def keys() -> Paths:
