@@ -106,7 +106,8 @@ class Runtime:
         how full it is (jobs held, interactive and batch, against its decode slots)."""
         held = sum(gate.held for gate in self.gates.values())
         return {"host": self.hostname, "node": self.node, "pid": os.getpid(),
-                "device": self.settings.device, "queues": consumed_queues(self.settings.queues),
+                "device": self.settings.device, "gpu_layers": self.settings.gpu_layers,
+                "queues": consumed_queues(self.settings.queues),
                 "slots": self.settings.num_parallel, "running": held,
                 "free_slots": max(0, self.settings.num_parallel - held)}
 
@@ -122,6 +123,7 @@ class Runtime:
             lora_path=adapter,
             arriving=self.arrivals.pending,
             mmproj_path=str(model.projectors[0]) if model.projectors else None,
+            n_gpu_layers=self.settings.gpu_layers,
         )
 
     def _queues(self, action: str, batch: bool) -> None:
