@@ -216,6 +216,7 @@ def test_a_playground_answer_streams_goes_on_after_a_reload_and_stops(app, clien
         page.reload()  # the same answer, replayed and going on
         wait_until(answer.text_content, 60, ready=lambda text: len(text) > len(before),
                    message="the answer going on after the reload")
+        assert page.locator(".play-tokens").inner_text().endswith("tokens so far")
         shoot(page, "playground")
         page.get_by_role("button", name="Stop").click()
         page.get_by_text(f"{MODEL} · cancelled").wait_for()

@@ -234,12 +234,15 @@ def test_gpu_flags_set_the_device_its_queue_and_the_layers_unless_told_otherwise
 def test_a_gpu_worker_consumes_the_gpu_queue_and_loads_with_its_layers(make_app,
                                                                        settings) -> None:
     gpu = worker_settings(settings, device="gpu", gpu_layers=7)
-    api = make_app(queues="gpu").test_client()  # an API that sends its jobs to GPU workers
-    with running_worker(gpu) as runtime:
+    app = make_app(queues="gpu")  # an API that sends its jobs to GPU workers
+    api = app.test_client()
+    with running_worker(gpu) as runtime, serving(app) as url:
         job = wait_finished(api, submit(api))
         assert job["status"] == "succeeded", job
         loaded = runtime.pool.loaded()
         me = next(w for w in fleet.workers(runtime.redis) if w["worker"] == runtime.worker_id)
+        listed = CliRunner().invoke(cli, ["workers"], env={"CORRAL_HOST": url[len("http://"):]})
+    assert listed.exit_code == 0 and "gpu (7 layers)" in listed.output, listed.output
     assert job["device"] == "gpu" and job["queue"] == "gpu"
     assert [entry.engine.n_gpu_layers for entry in loaded] == [7]
     assert (me["device"], me["gpu_layers"], me["queues"]) == ("gpu", 7, ["gpu", "gpu.batch"])

@@ -480,7 +480,8 @@ function modelsView() {
     const [tags, ps, crew] = await Promise.all([json("/api/tags"), json("/api/ps"),
       json("/api/workers")]);
     fleet.replaceChildren(...(crew.workers.length ? crew.workers.map((w) => el("tr", {},
-      el("td", { text: w.node || w.worker }), el("td", { text: w.device || "–" }),
+      el("td", { text: w.node || w.worker }),
+      el("td", { text: `${w.device || "–"}${w.gpu_layers ? ` · ${w.gpu_layers} layers` : ""}` }),
       el("td", { text: (w.queues || []).join(", ") }),
       el("td", { text: w.models.join(", ") || "–" }),
       el("td", { text: `${w.free_slots ?? "–"} / ${w.slots ?? "–"}` }),
@@ -688,18 +689,21 @@ async function playgroundView(params) {
     stop.disabled = !ids.length;
     panes.replaceChildren(...ids.map((id) => {
       const title = el("h2", { text: "…" });
+      const tokens = el("p", { class: "muted play-tokens" });
       const output = el("pre", { class: "play-output", "aria-label": "Answer" });
-      const pane = el("section", {}, title, output);
+      const pane = el("section", {}, title, tokens, output);
       const describe = async () => {
         const job = await json(`/jobs/${encodeURIComponent(id)}`);
         title.textContent = `${job.model} · ${job.status}`;
         const ended = !["queued", "running"].includes(job.status);
+        if (job.eval_count != null) tokenCount(tokens, job.eval_count, !ended);
         if (ended) running = running.filter((other) => other !== id);
         stop.disabled = !running.length;
         return job;
       };
       describe().then(() => follow(`/jobs/${encodeURIComponent(id)}/events`, output,
-        () => describe().catch(() => {})), (err) => say(`Could not read the job: ${err.message}`));
+        () => describe().catch(() => {}), (n) => tokenCount(tokens, n, true)),
+      (err) => say(`Could not read the job: ${err.message}`));
       return pane;
     }));
   };
