@@ -277,7 +277,10 @@ def workers() -> None:
              "HEARTBEAT"]]
     for w in Client().request("GET", "/api/workers")["workers"]:
         beat = f"{w['heartbeat_age']:.0f}s ago" + ("" if w["alive"] else " (dead)")
-        rows.append([w["worker"], w.get("node") or "", w.get("device") or "",
+        device = w.get("device") or ""
+        if w.get("gpu_layers"):
+            device += f" ({w['gpu_layers']} layers)"
+        rows.append([w["worker"], w.get("node") or "", device,
                      ",".join(w.get("queues") or []), ",".join(w["models"]) or "-",
                      f"{w.get('free_slots', '')}/{w.get('slots', '')}", str(w.get("running", "")),
                      str(w.get("threads", "")), beat])

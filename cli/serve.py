@@ -324,27 +324,65 @@ def _safe(url: str) -> str:
 
 @click.command(epilog=_env_help())
 @click.option("--queues", "-Q", default=None,
-              help="Comma-separated queues (default CORRAL_QUEUES).")
+              help="Comma-separated queues (default: the --device's queue, else CORRAL_QUEUES).")
+@click.option("--device", default=None,
+              help="Device label, recorded in each job (default CORRAL_DEVICE); `gpu` "
+                   "consumes the queue `gpu` unless --queues says otherwise.")
+@click.option("--gpu-layers", type=click.IntRange(min=0), default=None,
+              help="Layers of each model offloaded to the GPU (llama.cpp's n_gpu_layers; "
+                   "default CORRAL_GPU_LAYERS); needs --device gpu.")
+@click.option("--check", is_flag=True,
+              help="Start nothing: exit 0 if a worker on this host is alive in the fleet, "
+                   "else 1 (a container's health check).")
 @click.option("--loglevel", default="WARNING", show_default=True)
-def worker(queues: str | None, loglevel: str) -> None:
+def worker(queues: str | None, device: str | None, gpu_layers: int | None, check: bool,
+           loglevel: str) -> None:
     """Run a Celery worker that loads models and decodes jobs from the given queues."""
-    from service.core.redis_server import EmbeddedRedis
-    from workers.celery_app import create_celery
-
-    settings = load_settings()
+    settings = worker_settings(load_settings(), queues=queues, device=device,
+                               gpu_layers=gpu_layers)
     if not settings.redis_url:
         # Beside a `corral serve` on this machine: join its embedded Redis.
+        from service.core.redis_server import EmbeddedRedis
+
         url = EmbeddedRedis.running_url(settings.home / "redis")
         if not url:
             raise click.ClickException("CORRAL_REDIS_URL is not set and no embedded Redis is "
                                        "running under CORRAL_HOME: start `corral serve` first")
         settings = dataclasses.replace(settings, redis_url=url)
-    if queues:
-        settings = dataclasses.replace(settings, queues=queues)
+    if check:
+        from cli.health import check_worker
+
+        alive, message = check_worker(settings)
+        click.echo(message, err=not alive)
+        sys.exit(0 if alive else 1)
+    from workers.celery_app import create_celery
+
+    if settings.device == "gpu" and not settings.gpu_layers:
+        _log("corral: a gpu worker with --gpu-layers 0 (CORRAL_GPU_LAYERS) decodes on the CPU")
     app = create_celery(settings)
     app.worker_main(["worker", "--queues", ",".join(app.corral_queues), "--loglevel", loglevel,
                      "--hostname", f"corral-{os.getpid()}@%h",
                      "--without-gossip", "--without-mingle"])
+
+
+def worker_settings(settings: Settings, *, queues: str | None = None,
+                    device: str | None = None, gpu_layers: int | None = None) -> Settings:
+    """The settings a worker runs with: its flags over the environment's.
+
+    A `--device` without `--queues` consumes the queue named after the device (`gpu`), so a
+    GPU host takes the jobs sent to GPUs and leaves the CPU queue to CPU hosts. Offloading
+    layers on a worker that calls itself a CPU one is refused rather than silently done.
+    """
+    if device is not None:
+        settings = dataclasses.replace(settings, device=device, queues=queues or device)
+    elif queues is not None:
+        settings = dataclasses.replace(settings, queues=queues)
+    if gpu_layers is not None:
+        settings = dataclasses.replace(settings, gpu_layers=gpu_layers)
+    if settings.gpu_layers and settings.device == "cpu":
+        raise click.UsageError("--gpu-layers (CORRAL_GPU_LAYERS) offloads layers to a GPU: "
+                               "use it with --device gpu (CORRAL_DEVICE=gpu)")
+    return settings
 
 
 @click.command("env")

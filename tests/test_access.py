@@ -157,6 +157,28 @@ def test_an_admin_key_manages_keys_over_http_and_the_secret_is_shown_once(secure
     assert client.get("/api/tags", headers=bearer(body["key"])).status_code == 401
 
 
+def test_any_key_learns_its_own_role_and_models_and_no_key_is_a_401(secured):
+    admin = new_key(secured, "root", Role.ADMIN)
+    user = new_key(secured, "ann", Role.USER, ["smollm2"])
+    client = secured.test_client()
+    mine = client.get("/keys/me", headers=bearer(user))
+    assert mine.status_code == 200
+    ann = mine.get_json()
+    assert (ann["name"], ann["role"], ann["models"], ann["keys_required"]) == (
+        "ann", "user", ["smollm2"], True)
+    assert ann["id"] == next(k.id for k in keystore(secured).list() if k.name == "ann")
+    root = client.get("/keys/me", headers=bearer(admin)).get_json()
+    assert (root["name"], root["role"], root["models"]) == ("root", "admin", None)
+    assert client.get("/keys/me").status_code == 401
+    assert client.get("/keys/me", headers=bearer("corral-nonsense")).status_code == 401
+
+
+def test_without_keys_the_page_is_told_it_is_the_local_admin(client):
+    me = client.get("/keys/me").get_json()
+    assert me == {"id": None, "name": "local", "role": "admin", "models": None,
+                  "keys_required": False}
+
+
 @pytest.mark.parametrize("body,field", [({"name": "x", "role": "root"}, "role"),
                                         ({"role": "user"}, "name"),
                                         ({"name": "x", "models": "smollm2"}, "models"),

@@ -72,6 +72,29 @@ def test_sse_follows_a_running_job_live(client, worker):
     assert "".join(tokens) == client.get(f"/jobs/{job_id}").get_json()["output"]
 
 
+def test_a_running_jobs_tokens_so_far_grow_in_its_events_its_record_and_the_list(client,
+                                                                                  worker):
+    job_id = submit(client, prompt="Write a long essay about rivers.",
+                    options={"num_predict": 2000, "temperature": 0.8})
+    running = wait_until(lambda: client.get(f"/jobs/{job_id}").get_json(), 60,
+                         ready=lambda job: job["status"] == "running" and job["eval_count"],
+                         message="the running job counting its tokens")
+    listed = wait_until(
+        lambda: {j["id"]: j for j in client.get("/jobs?status=running").get_json()["jobs"]},
+        30, ready=lambda jobs: (jobs.get(job_id) or {}).get("eval_count", 0) >
+        running["eval_count"], message="the list showing more tokens than before")
+    assert listed[job_id]["status"] == "running"
+    client.delete(f"/jobs/{job_id}")
+    job = wait_finished(client, job_id)
+    events = sse(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
+    counts = [e[2]["eval_count"] for e in events if e[1] == "token"]
+    # Each chunk says how many tokens the job has made so far: never fewer than the chunks,
+    # growing, and never past the count the record keeps (a last token may carry no text).
+    assert counts == sorted(counts) and counts[0] >= 1 and len(counts) <= counts[-1]
+    assert counts[-1] <= job["eval_count"] == events[-1][2]["eval_count"]
+    assert 0 < running["eval_count"] < listed[job_id]["eval_count"] <= job["eval_count"]
+
+
 def test_idempotency_key_returns_the_same_job(app, client, worker):
     first = submit(client, headers={"Idempotency-Key": "abc-1"})
     second = submit(client, headers={"Idempotency-Key": "abc-1"})

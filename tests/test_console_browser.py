@@ -86,12 +86,25 @@ def test_an_answer_streams_in_survives_a_reload_and_is_cancelled(app, client, wo
     with serving(app) as url:
         page.goto(f"{url}/ui/")
         page.locator(f'a[href="#/jobs/{job_id}"]').wait_for()  # the queue lists it live
+        # Its tokens so far, in the queue's Tokens column, grow while it runs.
+        row = page.locator("tr", has=page.locator(f'a[href="#/jobs/{job_id}"]'))
+        tokens_cell = row.locator("td").nth(7)
+        first = int(wait_until(tokens_cell.inner_text, 60, ready=str.isdigit,
+                               message="the queue counting the job's tokens"))
+        wait_until(tokens_cell.inner_text, 60, ready=lambda t: t.isdigit() and int(t) > first,
+                   message="the queue's count growing")
         shoot(page, "queue")
         page.locator(f'a[href="#/jobs/{job_id}"]').click()
         output = page.locator("#job-output")
         # (Polled from here: the page's policy forbids the eval that wait_for_function uses.)
         before = wait_until(output.text_content, 60, ready=lambda text: len(text) > 20,
                             message="the answer streaming into the page")
+        counted = page.locator("#job-tokens")
+        so_far = wait_until(counted.inner_text, 30, ready=lambda t: t.endswith("tokens so far"),
+                            message="the job page counting tokens")
+        wait_until(counted.inner_text, 30,
+                   ready=lambda t: t.endswith("so far") and int(t.split()[0]) > int(
+                       so_far.split()[0]), message="the job page's count growing live")
         page.reload()
         # The reloaded page replays the answer from its start and goes on from there.
         after = wait_until(output.text_content, 60, ready=lambda text: len(text) > len(before),
@@ -100,7 +113,9 @@ def test_an_answer_streams_in_survives_a_reload_and_is_cancelled(app, client, wo
         shoot(page, "streaming")
         page.get_by_role("button", name="Cancel").click()
         page.get_by_text("cancelled ·").wait_for()
-    job = client.get(f"/jobs/{job_id}").get_json()
+        job = client.get(f"/jobs/{job_id}").get_json()
+        wait_until(counted.inner_text, 30, ready=lambda t: t == f"{job['eval_count']} tokens",
+                   message="the job page showing the final count")
     assert job["status"] == "cancelled" and 0 < job["eval_count"] < 2000
     assert page.get_by_role("button", name="Cancel").is_disabled()
 
@@ -201,6 +216,7 @@ def test_a_playground_answer_streams_goes_on_after_a_reload_and_stops(app, clien
         page.reload()  # the same answer, replayed and going on
         wait_until(answer.text_content, 60, ready=lambda text: len(text) > len(before),
                    message="the answer going on after the reload")
+        assert page.locator(".play-tokens").inner_text().endswith("tokens so far")
         shoot(page, "playground")
         page.get_by_role("button", name="Stop").click()
         page.get_by_text(f"{MODEL} · cancelled").wait_for()
@@ -210,20 +226,49 @@ def test_a_playground_answer_streams_goes_on_after_a_reload_and_stops(app, clien
     assert 0 < job["eval_count"] < 2000
 
 
-def test_with_keys_on_the_page_asks_for_one_and_says_what_a_user_key_may_not_do(make_app,
-                                                                                  page):
+def test_with_keys_on_the_page_asks_for_one_and_offers_a_user_key_only_what_it_may_do(
+        make_app, browser):
     from service.access.keys import Role
 
     app = make_app(auth="required")
-    secret = app.extensions["corral"].keys.create("ann", Role.USER)[1]
+    user = app.extensions["corral"].keys.create("ann", Role.USER)[1]
+    admin = app.extensions["corral"].keys.create("root", Role.ADMIN)[1]
+    throughput = 'nav a[href="#/throughput"]'
     with serving(app) as url:
+        page = browser.new_context(viewport=SIZES["desktop"]).new_page()
         page.goto(f"{url}/ui/")
-        page.locator("#key-input").wait_for()  # the jobs list answered 401
+        page.locator("#key-input").wait_for()  # GET /keys/me answered 401
+        assert page.locator(throughput).is_hidden()  # nothing admin-only before the role
         shoot(page, "key")
-        page.locator("#key-input").fill(secret)
+        page.locator("#key-input").fill(user)
         page.get_by_role("button", name="Use key").click()
         page.get_by_text("No jobs here.").wait_for()
         assert page.locator("#key-form").is_hidden()
-        page.goto(f"{url}/ui/#/throughput")  # the report is for admins
-        page.locator("#notice").wait_for()
-        assert "needs an admin key" in page.locator("#notice").inner_text()
+        assert page.locator("#who").inner_text() == "key ann · user"
+        assert "other keys' jobs are for an admin key" in page.locator("#jobs-whose").inner_text()
+        assert page.locator(throughput).is_hidden()
+        shoot(page, "user-jobs")
+        page.goto(f"{url}/ui/#/models")
+        page.locator("#store td", has_text=MODEL).wait_for()  # a user may use every model
+        assert page.locator("#pull-form").is_hidden()
+        assert page.locator("#store button").count() > 0  # drawn, and not offered:
+        assert all(b.is_hidden() for b in page.locator("#store button").all())
+        shoot(page, "user-models")
+        page.goto(f"{url}/ui/#/throughput")  # typed in: the report is for admins
+        assert "needs an admin key" in page.locator("#report-admin").inner_text()
+        assert page.locator("#report").count() == 0  # and it was not asked for
+        page.context.close()
+
+        page = browser.new_context(viewport=SIZES["desktop"]).new_page()
+        page.goto(f"{url}/ui/#/models")
+        page.locator("#key-input").fill(admin)
+        page.get_by_role("button", name="Use key").click()
+        page.locator("#store td", has_text=MODEL).wait_for()
+        assert page.locator("#who").inner_text() == "key root · admin"
+        assert page.locator("#pull-form").is_visible()
+        assert page.locator(throughput).is_visible()
+        copy = page.locator("#store button", has_text="Copy")
+        delete = page.locator("#store button", has_text="Delete")
+        assert copy.first.is_visible() and delete.first.is_visible()
+        shoot(page, "admin-models")
+        page.context.close()

@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------
 # The CLI (cli/): a client of the service over HTTP.
 #
-# Only the commands that start processes (cli/serve.py: serve, worker, env; cli/demo.py, which
-# starts a service) and cli/keys.py (keys are made on the database's machine: the first admin
-# key must exist before the API can be asked) may use the service's internals, and they import
+# Only the commands that start processes (cli/serve.py: serve, worker, env; cli/health.py, the
+# worker's --check beside it; cli/demo.py, which starts a service) and cli/keys.py (keys are
+# made on the database's machine: the first admin key must exist before the API can be asked)
+# may use the service's internals, and they import
 # the heavy ones inside the commands. Every other cli module talks to the service through
 # cli/client.py and may import from it only the settings (CORRAL_HOST), the version and,
 # inside the functions that parse a Modelfile, the Modelfile language and the error it raises.
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CLI_DIR = ROOT / "cli"
 CLI_HEAVY_PACKAGES = ("celery", "sqlalchemy", "flask", "llama_cpp")
-CLI_PROCESS_MODULES = ("serve.py", "demo.py", "keys.py")
+CLI_PROCESS_MODULES = ("serve.py", "health.py", "demo.py", "keys.py")
 CLI_SERVICE_AT_MODULE_LEVEL = ("service.core.settings", "service.core.version")
 CLI_SERVICE_IN_FUNCTIONS = CLI_SERVICE_AT_MODULE_LEVEL + (
     "service.models.modelfile", "service.core.errors")

@@ -57,11 +57,12 @@ def pooling_for(metadata: dict[str, str]) -> int:
 class Embedder:
     """One model loaded for embeddings; `embed` may be called from any thread (it serialises)."""
 
-    def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+    def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_gpu_layers: int = 0) -> None:
         llama_loader.init_backend()
         self.model_path = model_path
         self._ctx = None
-        self._model = llama_loader.load_model(model_path)
+        self._model = llama_loader.load_model(model_path, n_gpu_layers=n_gpu_layers)
         try:
             self.metadata = llama_loader.read_metadata(self._model)
             self.pooling = pooling_for(self.metadata)

@@ -77,12 +77,14 @@ class Engine:
         prefix_cache: bool = True,
         arriving: Callable[[], int] | None = None,
         mmproj_path: str | None = None,
+        n_gpu_layers: int = 0,
     ) -> None:
         if not 1 <= n_parallel <= llama_cpp.llama_max_parallel_sequences():
             raise ValueError(f"n_parallel must be 1..{llama_cpp.llama_max_parallel_sequences()}")
         if n_ctx_per_seq < 2:
             raise ValueError("n_ctx_per_seq must be at least 2")
         self.model_path = model_path
+        self.n_gpu_layers = n_gpu_layers  # layers llama.cpp was asked to put on a GPU
         self.n_parallel = n_parallel
         self.n_threads = n_threads or usable_cores()
         self._threads_next = self.n_threads  # set_threads: applied between two steps
@@ -94,7 +96,7 @@ class Engine:
         self._ctx = None
         self.vision: Projector | None = None  # set with an mmproj: the model sees images
         llama_loader.init_backend()
-        self._model = llama_loader.load_model(model_path)
+        self._model = llama_loader.load_model(model_path, n_gpu_layers=n_gpu_layers)
         try:
             self._ctx = llama_loader.new_context(
                 self._model,
@@ -106,7 +108,8 @@ class Engine:
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
             if mmproj_path:
-                self.vision = Projector(mmproj_path, self._model, self.n_threads)
+                self.vision = Projector(mmproj_path, self._model, self.n_threads,
+                                        use_gpu=n_gpu_layers > 0)
             self._describe_model()
         except BaseException:
             self._free()

@@ -84,8 +84,11 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
         return False
 
 
-def load_model(path: str) -> llama_cpp.llama_model_p:
-    """Load a GGUF file (CPU, mmap) or raise ModelLoadError with the loader's reason.
+def model_params(n_gpu_layers: int = 0) -> llama_cpp.llama_model_params:
+    """The load parameters of a model: mmap, and `n_gpu_layers` layers offloaded to a GPU.
+
+    The count is always set, never left at llama.cpp's default (which offloads every layer
+    on a CUDA build), so that a CPU worker on a host with a GPU build stays on the CPU.
 
     On a CPU with AMX, llama.cpp's AMX weight buffers (an "extra buffer type") crash the process
     in ggml_backend_amx_mul_mat once a prompt is a few dozen tokens long (llama-cpp-python 0.3.36,
@@ -94,8 +97,15 @@ def load_model(path: str) -> llama_cpp.llama_model_p:
     weights for faster AVX2 kernels.
     """
     params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
     if cpu_has_amx():
         params.use_extra_bufts = False
+    return params
+
+
+def load_model(path: str, *, n_gpu_layers: int = 0) -> llama_cpp.llama_model_p:
+    """Load a GGUF file (see model_params) or raise ModelLoadError with the loader's reason."""
+    params = model_params(n_gpu_layers)
     with capture_errors() as errors:
         model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
     if not model:

@@ -114,8 +114,8 @@ class Runtime:
         how full it is (jobs held, interactive and batch, against its decode slots)."""
         held = sum(gate.held for gate in self.gates.values())
         return {"host": self.hostname, "node": self.node, "pid": os.getpid(),
-                "device": self.settings.device, "queues": self.queues(),
-                "own_queue": self.own_queue,
+                "device": self.settings.device, "gpu_layers": self.settings.gpu_layers,
+                "queues": self.queues(), "own_queue": self.own_queue,
                 "machine": self.cores.machine, "slots": self.settings.num_parallel,
                 "threads": self.cores.threads, "running": held,
                 "free_slots": max(0, self.settings.num_parallel - held)}
@@ -132,6 +132,7 @@ class Runtime:
             lora_path=adapter,
             arriving=self.arrivals.pending,
             mmproj_path=str(model.projectors[0]) if model.projectors else None,
+            n_gpu_layers=self.settings.gpu_layers,
         )
 
     def _queues(self, action: str, batch: bool) -> None:

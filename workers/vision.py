@@ -64,9 +64,10 @@ class ImageError(ValueError):
 class Projector:
     """An mtmd context over one mmproj GGUF, bound to the text model it projects into."""
 
-    def __init__(self, path: str, model: llama_cpp.llama_model_p, n_threads: int) -> None:
+    def __init__(self, path: str, model: llama_cpp.llama_model_p, n_threads: int, *,
+                 use_gpu: bool = False) -> None:
         params = mtmd_cpp.mtmd_context_params_default()
-        params.use_gpu = False
+        params.use_gpu = use_gpu  # beside a text model that offloads layers, as llama-server
         params.print_timings = False
         params.n_threads = n_threads
         params.warmup = False  # the first image pays for it instead of every load

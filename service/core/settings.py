@@ -272,7 +272,12 @@ class Settings:
     queues: str = setting("CORRAL_QUEUES", "cpu", str,
                           "Queues a worker started by `corral serve` consumes")
     device: str = setting("CORRAL_DEVICE", "cpu", str,
-                          "Device label of this worker, recorded in each job row")
+                          "Device label of this worker, recorded in each job row; "
+                          "`corral worker --device gpu` also consumes the queue `gpu`")
+    gpu_layers: int = setting(
+        "CORRAL_GPU_LAYERS", "0", _non_negative_int,
+        "Layers of each model a gpu worker offloads to the GPU (llama.cpp's n_gpu_layers; "
+        "needs llama-cpp-python built with CUDA, see README)")
     result_ttl: float = setting(
         "CORRAL_RESULT_TTL", "24h", parse_duration,
         "How long a job's events and results stay in Redis (the database keeps history)")

@@ -7,9 +7,10 @@ subscribes first, then replays the stream, then follows the channel, skipping id
 has: a client that subscribes late, or reconnects with the last id it saw, loses nothing and
 sees nothing twice.
 
-Event types: `status` (the job changed state), `token` (`text`), `tool_calls` (`tool_calls`:
-calls a chat's answer made, as each completes), `done` (final metrics, and all the tool calls)
-and `error` (`error`). `done` and `error` end a job's events.
+Event types: `status` (the job changed state), `token` (`text`, and `eval_count`: the tokens
+generated so far, reasoning included; a `thinking` event carries it too), `tool_calls`
+(`tool_calls`: calls a chat's answer made, as each completes), `done` (final metrics, and all
+the tool calls) and `error` (`error`). `done` and `error` end a job's events.
 
 A request that asked for `logprobs` gets them on its `token` events (`logprobs`: one entry per
 token whose text starts in that event's `text`, {"token", "logprob", "bytes", "top_logprobs"}).
@@ -82,6 +83,18 @@ def attempt_text(events: Iterable[Event]) -> str:
         elif retrying(event):
             parts.clear()
     return "".join(parts)
+
+
+def attempt_tokens(events: Iterable[Event]) -> int | None:
+    """The tokens the current attempt has generated so far, as its last `token` or `thinking`
+    event counted them; None before its first (or from a worker that does not count)."""
+    count: int | None = None
+    for event in events:
+        if event.type in ("token", "thinking") and "eval_count" in event.data:
+            count = event.data["eval_count"]
+        elif retrying(event):
+            count = None
+    return count
 
 
 def _decode(event_id: str | bytes, payload: str | bytes) -> Event:

@@ -27,7 +27,8 @@ def run(job: Job, ctx: JobContext, events: Publisher) -> None:
     settings = ctx.settings
 
     def load(spec: Model) -> Embedder:
-        return Embedder(str(spec.model_path), n_ctx=settings.num_ctx, n_threads=ctx.threads())
+        return Embedder(str(spec.model_path), n_ctx=settings.num_ctx, n_threads=ctx.threads(),
+                        n_gpu_layers=settings.gpu_layers)
 
     embedder, load_ns = ctx.pool.acquire(key, model, info, loader=load)
     try:

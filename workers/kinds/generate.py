@@ -95,7 +95,7 @@ def _decode(job: Job, ctx: JobContext, model: Model, engine, events: Publisher):
             tags = reasoning_tags(model, job.request, job.kind)
             thinking = None if tags is None else ThinkingParser(
                 *tags, started_inside=prompt_opens(prompt, tags[0]))
-            output = Output(events, parser, thinking)
+            output = Output(events, parser, thinking, generated=lambda: len(stream.tokens))
             if options.logprobs:
                 for text, entries in stream.chunks_with_logprobs(pace):
                     output.add(text, entries)
@@ -143,13 +143,20 @@ class Output:
     """Publishes a job's text; with tools offered, the calls split out of it as well: a
     `tool_calls` event for each call as it completes, and text only where it is no call.
     A thinking job's reasoning goes first to `thinking` events (field `text`), and only the
-    answer reaches `token` events and the tool-call parser."""
+    answer reaches `token` events and the tool-call parser.
+
+    Each `token` and `thinking` event carries `eval_count`, the tokens generated so far
+    (`generated()`), so whoever follows a running job, or lists it, sees its count grow
+    without waiting for `done`.
+    """
 
     def __init__(self, events: Publisher, parser: ToolCallParser | None,
-                 thinking: ThinkingParser | None = None) -> None:
+                 thinking: ThinkingParser | None = None,
+                 generated: Callable[[], int] | None = None) -> None:
         self.events = events
         self.parser = parser
         self.thinking = thinking
+        self.generated = generated or (lambda: 0)
         self.content: list[str] = []  # the answer's text as published
         self.logprobs: list[dict[str, Any]] | None = None  # the answer's tokens', when asked
 
@@ -205,7 +212,7 @@ class Output:
                 self.logprobs.extend(logprobs)
         if text:
             extra = {} if logprobs is None else {"logprobs": logprobs}
-            self.events.emit(kind, text=text, **extra)
+            self.events.emit(kind, text=text, eval_count=self.generated(), **extra)
 
     def _publish(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
         self._emit("token", text, logprobs)

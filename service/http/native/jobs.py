@@ -20,7 +20,14 @@ from service.http.inputs import idempotency_key, json_body, query_int
 from service.http.relay import SSE_HEADERS
 from service.http.services import services
 from service.jobs import fleet
-from service.jobs.events import Event, Publisher, Subscriber, attempt_text, id_key
+from service.jobs.events import (
+    Event,
+    Publisher,
+    Subscriber,
+    attempt_text,
+    attempt_tokens,
+    id_key,
+)
 from service.jobs.kinds import KINDS, JobKind, parse_kind
 from service.jobs.records import Job, JobStatus
 from service.jobs.requests import check_capabilities
@@ -91,18 +98,21 @@ def _find(job_id: str) -> Job:
     return job
 
 
-def _output_so_far(job: Job) -> str:
-    """A running job's text comes from its event log (of its current attempt: a job whose
-    worker was lost starts over); a finished one's from its row."""
+def _so_far(job: Job) -> tuple[str, int | None]:
+    """A job's output and generated tokens so far. A running job's come from its event log
+    (of its current attempt: a job whose worker was lost starts over), whose token events
+    count as they go; a finished one's from its row."""
     if JobStatus(job.status).finished:
-        return job.output or ""
-    return attempt_text(Subscriber(services().redis, job.id).replay())
+        return job.output or "", job.eval_count
+    events = list(Subscriber(services().redis, job.id).replay())
+    return attempt_text(events), attempt_tokens(events)
 
 
 def describe(job: Job) -> dict[str, Any]:
-    """A job as GET /jobs/<id> shows it: the row, output so far, queue position, links."""
+    """A job as GET /jobs/<id> shows it: the row, output and tokens so far, queue position,
+    links."""
     data: dict[str, Any] = job.to_dict()
-    data["output"] = _output_so_far(job)
+    data["output"], data["eval_count"] = _so_far(job)
     data["position"] = services().jobs.position(job) if job.status == "queued" else None
     data["links"] = _links(job)
     return data
@@ -189,7 +199,8 @@ def summarize(job: Job) -> dict[str, Any]:
     whole = job.to_dict()
     data: dict[str, Any] = {key: whole[key] for key in LISTED}
     data["error"] = _preview(job.error)
-    data["preview"] = _preview(_output_so_far(job))
+    text, data["eval_count"] = _so_far(job)
+    data["preview"] = _preview(text)
     data["position"] = services().jobs.position(job) if job.status == "queued" else None
     data["links"] = _links(job)
     return data

@@ -1,5 +1,6 @@
 """API keys over HTTP, for admins: GET /keys, POST /keys (the secret is in this answer
-only), DELETE /keys/<id or name>. `corral keys` does the same on the server's machine."""
+only), DELETE /keys/<id or name>. `corral keys` does the same on the server's machine.
+GET /keys/me is for any key: who it is, so a client (the console) shows only what it may do."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ bp = Blueprint("keys", __name__, url_prefix="/keys")
 @access.admin_only
 def list_keys():
     return jsonify({"keys": [key.to_dict() for key in services().keys.list()]})
+
+
+@bp.get("/me")
+def me():
+    """The key this request carries: its name, role and models (null: every model), and
+    whether keys are required at all (false: the console need not ask for one)."""
+    who = access.principal()
+    return jsonify({"id": who.key_id, "name": who.name, "role": who.role.value,
+                    "models": list(who.models) if who.models is not None else None,
+                    "keys_required": access.keys_required(services().settings)})
 
 
 @bp.post("")

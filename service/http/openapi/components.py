@@ -223,6 +223,8 @@ def keys() -> dict[str, Schema]:
         "NewKey": {**key, "required": [*key["required"], "key"], "properties": {
             **key["properties"], "key": {**_STRING, "description": "the secret, shown once"}}},
         "KeyList": _object(["keys"], keys=_array(ref("Key"))),
+        "Me": _object(["id", "name", "role", "models", "keys_required"], id=nullable(_STRING),
+                      name=_STRING, role=role, models=models, keys_required=_BOOL),
     }
 
 

@@ -309,6 +309,10 @@ def keys() -> Paths:
             "post": operation("Create a key; its secret is in this answer only", "keys",
                               {"201": answer("made", json_content(ref("NewKey")))},
                               errors=(409,), body=json_body(ref("KeyRequest")))},
+        "/keys/me": {"get": operation(
+            "The key this request carries (any key): name, role, models, and whether keys are "
+            "required (without them: the local admin, id null)", "keys",
+            {"200": answer("who is asking", json_content(ref("Me")))})},
         "/keys/{name_or_id}": {"delete": operation("Revoke a key", "keys", key,
                                                     errors=(404,), parameters=[name])},
     }

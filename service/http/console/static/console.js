@@ -25,7 +25,7 @@ async function api(path, options = {}) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "corral does not answer: is `corral serve` running?");
   }
-  if (response.status === 401) askForKey();
+  if (response.status === 401) { askForKey(); knowRole(null); }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch { /* not JSON */ }
@@ -41,12 +41,41 @@ function askForKey() {
   document.getElementById("key-input").focus();
 }
 
-keyForm.addEventListener("submit", (event) => {
+keyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY, document.getElementById("key-input").value.trim());
   keyForm.hidden = true;
+  await learnRole();
   route();
 });
+
+// ---- who is asking: the key's role decides what the page offers -------------------------
+
+let me = null; // GET /keys/me: name, role, models; null until known (or after a 401)
+
+/** Ask the service who this page's key is, before drawing a view, so that a user key is
+ * never offered what only an admin may do (the APIs refuse it anyway). */
+async function learnRole() {
+  try {
+    knowRole(await json("/keys/me"));
+  } catch (err) {
+    if (err.name !== "AbortError" && err.status !== 401) say(`Who is this key? ${err.message}`);
+  }
+}
+
+/** Mark the page with the role: what is `admin-only` shows for an admin alone (console.css),
+ * and the header names the key the page uses (none without keys: the local admin). */
+function knowRole(who) {
+  me = who;
+  if (who) document.body.dataset.role = who.role;
+  else delete document.body.dataset.role;
+  const badge = document.getElementById("who");
+  badge.textContent = who && who.id
+    ? `key ${who.name} · ${who.role}${who.models ? ` · ${who.models.join(", ")}` : ""}` : "";
+  badge.hidden = !badge.textContent;
+}
+
+function isAdmin() { return Boolean(me && me.role === "admin"); }
 
 function say(message) {
   notice.textContent = message;
@@ -111,8 +140,11 @@ function jobsView(params) {
       "Tokens", "Worker", "Output"].map((h, i) =>
       el("th", { scope: "col", class: PHONE_HIDES.has(i) ? "wide" : "", text: h })))), body);
   const empty = el("p", { class: "muted", text: "No jobs here." });
-  view.replaceChildren(el("h1", { text: "Jobs" }), form, el("div", { class: "table-wrap" }, table),
-    empty);
+  const whose = me && !isAdmin()
+    ? el("p", { class: "muted", id: "jobs-whose", text: `The jobs of the key ${me.name}: ` +
+      "other keys' jobs are for an admin key to see." }) : "";
+  view.replaceChildren(el("h1", { text: "Jobs" }), whose, form,
+    el("div", { class: "table-wrap" }, table), empty);
 
   const query = new URLSearchParams({ limit: "100" });
   if (status !== "all") query.set("status", status);
@@ -147,11 +179,12 @@ function jobView(id) {
   const state = el("p", { class: "muted", text: "Loading…" });
   const cancel = el("button", { type: "button", class: "danger", text: "Cancel", disabled: "" });
   const output = el("pre", { id: "job-output", "aria-label": "Output" });
+  const tokens = el("p", { class: "muted", id: "job-tokens", "aria-live": "off" });
   const metrics = el("dl", { class: "metrics" });
   const prompt = el("pre", { id: "job-prompt", "aria-label": "Prompt" });
   const request = el("pre", { id: "job-request", "aria-label": "Request" });
   view.replaceChildren(title, state, cancel, el("h2", { text: "Prompt" }), prompt,
-    el("h2", { text: "Output" }), output,
+    el("h2", { text: "Output" }), tokens, output,
     el("h2", { text: "Metrics" }), metrics, el("h2", { text: "Request" }), request);
   const path = `/jobs/${encodeURIComponent(id)}`;
 
@@ -173,7 +206,9 @@ function jobView(id) {
         (job.worker_host ? ` · on ${job.worker_host}` : "") +
         (job.error ? ` · ${job.error}` : "");
       state.className = `status-${job.status}`;
-      cancel.disabled = !["queued", "running"].includes(job.status);
+      const going = ["queued", "running"].includes(job.status);
+      cancel.disabled = !going;
+      if (job.eval_count != null) tokenCount(tokens, job.eval_count, going);
       prompt.textContent = promptOf(job.request || {});
       request.textContent = JSON.stringify(job.request, null, 2);
       const rows = [["created", when(job.created_at)], ["started", when(job.started_at)],
@@ -194,7 +229,13 @@ function jobView(id) {
     }
   }
 
-  describe().then((job) => { if (job) follow(`${path}/events`, output, describe); });
+  describe().then((job) => {
+    if (job) follow(`${path}/events`, output, describe, (n) => tokenCount(tokens, n, true));
+  });
+}
+
+function tokenCount(node, n, going) {
+  node.textContent = `${n} token${n === 1 ? "" : "s"}${going ? " so far" : ""}`;
 }
 
 /** What the job was asked, as a person reads it: the prompt, or the conversation. */
@@ -226,13 +267,15 @@ async function* records(response, separator) {
 }
 
 /** Read a job's SSE events with fetch (EventSource cannot send a key): the log replays from
- * its start, so a reload shows the whole answer so far and goes on from there. */
-async function follow(path, output, changed) {
+ * its start, so a reload shows the whole answer so far and goes on from there. `counted`
+ * hears the tokens generated so far, which each token (and thinking) event carries. */
+async function follow(path, output, changed, counted = () => {}) {
   let text = "";
   try {
     const response = await api(path, { headers: { Accept: "text/event-stream" } });
     for await (const block of records(response, "\n\n")) {
       const event = parseEvent(block);
+      if (event.data.eval_count != null && event.type !== "done") counted(event.data.eval_count);
       if (event.type === "token") text += event.data.text || "";
       else if (event.type === "status" && event.data.status === "retrying") text = "";
       if (event.type !== "token") changed();
@@ -407,7 +450,7 @@ function modelsView() {
   const bar = el("progress", { id: "pull-progress", max: "1", value: "0", hidden: "",
     "aria-label": "Pull progress" });
   const pullState = el("span", { id: "pull-state", class: "muted" });
-  const form = el("form", { class: "filters", id: "pull-form" },
+  const form = el("form", { class: "filters admin-only", id: "pull-form" },
     el("label", {}, "Pull a model", name),
     el("label", {}, "Plain HTTP registry", insecure),
     el("button", { type: "submit", text: "Pull" }), bar, pullState);
@@ -429,14 +472,16 @@ function modelsView() {
         el("th", { scope: "col", text: h })))), workers)),
     el("h2", { text: "The store" }),
     el("div", { class: "table-wrap" }, el("table", { id: "store" }, el("thead", {},
-      el("tr", {}, ...["Model", "Family", "Parameters", "Quantization", "Size", ""].map((h) =>
-        el("th", { scope: "col", text: h })))), store)));
+      el("tr", {}, ...["Model", "Family", "Parameters", "Quantization", "Size"].map((h) =>
+        el("th", { scope: "col", text: h })), el("th", { scope: "col", class: "admin-only" }))),
+      store)));
   let shown = "";
   poll(async () => {
     const [tags, ps, crew] = await Promise.all([json("/api/tags"), json("/api/ps"),
       json("/api/workers")]);
     fleet.replaceChildren(...(crew.workers.length ? crew.workers.map((w) => el("tr", {},
-      el("td", { text: w.node || w.worker }), el("td", { text: w.device || "–" }),
+      el("td", { text: w.node || w.worker }),
+      el("td", { text: `${w.device || "–"}${w.gpu_layers ? ` · ${w.gpu_layers} layers` : ""}` }),
       el("td", { text: (w.queues || []).join(", ") }),
       el("td", { text: w.models.join(", ") || "–" }),
       el("td", { text: `${w.free_slots ?? "–"} / ${w.slots ?? "–"}` }),
@@ -459,7 +504,7 @@ function modelsView() {
       el("td", { text: m.details?.parameter_size || "–" }),
       el("td", { text: m.details?.quantization_level || "–" }),
       el("td", { text: size(m.size) }),
-      el("td", {}, action("Copy", () => {
+      el("td", { class: "admin-only" }, action("Copy", () => {
         const destination = prompt(`Copy ${m.name} to which name?`);
         return destination && api("/api/copy", post({ source: m.name, destination }));
       }), " ", action("Delete", () => confirm(`Delete ${m.name}?`) &&
@@ -522,6 +567,12 @@ function svg(tag, attrs = {}, text) {
 }
 
 function throughputView(params) {
+  if (me && !isAdmin()) {
+    view.replaceChildren(el("h1", { text: "Throughput" }), el("p", { id: "report-admin",
+      class: "muted", text: `The throughput report covers every key's jobs: it needs an ` +
+      `admin key, and the key ${me.name} is a user's.` }));
+    return;
+  }
   const since = el("select", { id: "report-since" });
   for (const [value, label] of [["1h", "last hour"], ["24h", "last day"], ["7d", "last week"],
     ["", "all history"]]) {
@@ -638,18 +689,21 @@ async function playgroundView(params) {
     stop.disabled = !ids.length;
     panes.replaceChildren(...ids.map((id) => {
       const title = el("h2", { text: "…" });
+      const tokens = el("p", { class: "muted play-tokens" });
       const output = el("pre", { class: "play-output", "aria-label": "Answer" });
-      const pane = el("section", {}, title, output);
+      const pane = el("section", {}, title, tokens, output);
       const describe = async () => {
         const job = await json(`/jobs/${encodeURIComponent(id)}`);
         title.textContent = `${job.model} · ${job.status}`;
         const ended = !["queued", "running"].includes(job.status);
+        if (job.eval_count != null) tokenCount(tokens, job.eval_count, !ended);
         if (ended) running = running.filter((other) => other !== id);
         stop.disabled = !running.length;
         return job;
       };
       describe().then(() => follow(`/jobs/${encodeURIComponent(id)}/events`, output,
-        () => describe().catch(() => {})), (err) => say(`Could not read the job: ${err.message}`));
+        () => describe().catch(() => {}), (n) => tokenCount(tokens, n, true)),
+      (err) => say(`Could not read the job: ${err.message}`));
       return pane;
     }));
   };
@@ -704,4 +758,4 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-route();
+learnRole().then(route);
