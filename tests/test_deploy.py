@@ -245,4 +245,5 @@ def test_a_gpu_worker_consumes_the_gpu_queue_and_loads_with_its_layers(make_app,
     assert listed.exit_code == 0 and "gpu (7 layers)" in listed.output, listed.output
     assert job["device"] == "gpu" and job["queue"] == "gpu"
     assert [entry.engine.n_gpu_layers for entry in loaded] == [7]
-    assert (me["device"], me["gpu_layers"], me["queues"]) == ("gpu", 7, ["gpu", "gpu.batch"])
+    assert (me["device"], me["gpu_layers"]) == ("gpu", 7)
+    assert me["queues"] == ["gpu", runtime.own_queue, "gpu.batch"]  # and no cpu queue
