@@ -13,7 +13,7 @@ import socket
 
 import redis
 
-from service.core.settings import Settings
+from service.core.settings import Settings, safe_url
 from service.jobs import fleet
 
 
@@ -25,7 +25,8 @@ def check_worker(settings: Settings, host: str | None = None) -> tuple[bool, str
     try:
         here = [w for w in fleet.workers(client) if w.get("host") == host]
     except redis.RedisError as exc:
-        return False, f"unhealthy: Redis at {_where(settings.redis_url)} did not answer ({exc})"
+        where = safe_url(settings.redis_url or "")
+        return False, f"unhealthy: Redis at {where} did not answer ({exc})"
     finally:
         client.close()
     live = [w for w in here if w.get("alive")]
@@ -38,11 +39,3 @@ def check_worker(settings: Settings, host: str | None = None) -> tuple[bool, str
         return False, f"unhealthy: its heartbeat stopped ({ages})"
     return False, f"unhealthy: no worker on {host} in the fleet"
 
-
-def _where(url: str | None) -> str:
-    """A Redis URL without its password, for the message."""
-    text = url or ""
-    if "@" in text and "://" in text:
-        scheme, rest = text.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return text

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from service.core.errors import SettingsError
-from service.core.settings import Settings, describe
+from service.core.settings import Settings, describe, safe_url
 
 
 def load_settings() -> Settings:
@@ -265,7 +265,7 @@ def serve(no_worker: bool) -> None:
                                  grace=25.0))
         _warn_without_keys(settings)
         click.echo(f"corral is running on {settings.base_url} "
-                   f"(redis: {env['CORRAL_REDIS_URL']}, database: {_safe(settings.database)})",
+                   f"(redis: {env['CORRAL_REDIS_URL']}, database: {safe_url(settings.database)})",
                    err=True)
         code = supervisor.run()
     finally:
@@ -312,14 +312,6 @@ def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     return lambda: prctl(PR_SET_PDEATHSIG, int(sig))
-
-
-def _safe(url: str) -> str:
-    """A database URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 @click.command(epilog=_env_help())

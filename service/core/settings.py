@@ -368,3 +368,11 @@ def describe(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, s
     """Return (name, current value, description) for every variable, for `corral env`."""
     env = os.environ if environ is None else environ
     return [(v.name, env.get(v.name, v.default or ""), v.description) for v in VARIABLES]
+
+
+def safe_url(url: str) -> str:
+    """A database or Redis URL without its password, for logs and messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -26,7 +26,6 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     acks_late + reject_on_worker_lost: a job whose worker dies goes back on the queue.
     prefetch 1: a worker reserves no more jobs than it has slots for.
     """
-    default_queue = settings.queues.split(",")[0].strip() or "cpu"
     return {
         "broker_url": redis_url,
         "broker_connection_retry_on_startup": True,
@@ -42,7 +41,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_default_queue": default_queue,
+        "task_default_queue": first_queue(settings.queues),
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
@@ -54,6 +53,17 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     }
 
 
+def queue_names(queues: str) -> list[str]:
+    """The queues a comma-separated list (CORRAL_QUEUES, `--queues`) names: "cpu, gpu" →
+    ["cpu", "gpu"]."""
+    return [q.strip() for q in queues.split(",") if q.strip()]
+
+
+def first_queue(queues: str) -> str:
+    """Where a job goes that names no device: the first queue listed, else `cpu`."""
+    return next(iter(queue_names(queues)), "cpu")
+
+
 def batch_queue(queue: str) -> str:
     """Batch lines wait on their own queue, which workers take only when `queue` is empty."""
     return f"{queue}.batch"
@@ -62,7 +72,7 @@ def batch_queue(queue: str) -> str:
 def consumed_queues(queues: str, own: str | None = None) -> list[str]:
     """The Celery queues a worker reads, interactive first: "cpu" → ["cpu", "cpu.batch"];
     with its `own` queue (service.jobs.routing) after the shared interactive ones."""
-    names = [q.strip() for q in queues.split(",") if q.strip()]
+    names = queue_names(queues)
     return names + ([own] if own else []) + [batch_queue(q) for q in names]
 
 
@@ -106,7 +116,7 @@ class JobQueue:
     @property
     def default_queue(self) -> str:
         """Where a job goes that names no device: the first of CORRAL_QUEUES."""
-        return self.settings.queues.split(",")[0].strip() or "cpu"
+        return first_queue(self.settings.queues)
 
     def waiting(self, queue: str) -> int:
         """Jobs waiting on a queue: Celery's Redis transport keeps one list per priority."""

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,8 +34,6 @@ PROMPT = "Here is a long list of fruits, one per line:\n{n}."
 
 
 def _wait_workers(server: CorralServer, count: int, timeout: float = 60) -> None:
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(server.url + "/api/workers", timeout=10) as res:

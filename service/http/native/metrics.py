@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from service.http import access
 from service.http.services import services
 from service.jobs.prometheus import CONTENT_TYPE, CorralCollector, exposition
+from service.jobs.queue import queue_names
 
 bp = Blueprint("metrics", __name__)
 
@@ -16,6 +17,6 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> Response:
     """Every figure read now from Redis and the database, so any API process answers alike."""
     ctx = services()
-    queues = [q.strip() for q in ctx.settings.queues.split(",") if q.strip()]
-    collector = CorralCollector(ctx.jobs.meter, ctx.jobs, ctx.queue, queues)
+    collector = CorralCollector(ctx.jobs.meter, ctx.jobs, ctx.queue,
+                                queue_names(ctx.settings.queues))
     return Response(exposition(collector), content_type=CONTENT_TYPE)
