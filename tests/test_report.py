@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cli.report import plot, table
+from service.history.report import percentile, report, series
+from service.history.runs import Run, concurrency_levels
 from service.jobs.records import Job
-from service.jobs.report import Run, concurrency_levels, percentile, report, series
 
 T0 = 1_700_000_000.0
 

@@ -24,6 +24,7 @@ from service.batches.store import BatchStore, Feeder
 from service.core.db import make_engine, make_sessionmaker, now
 from service.core.errors import CorralError
 from service.core.settings import Settings
+from service.history.retention import HistoryKeeper
 from service.jobs.control import Listener
 from service.jobs.events import RETRYING, Publisher, Subscriber, retrying
 from service.jobs.fleet import new_worker_id
@@ -43,6 +44,7 @@ from workers.model_pool import ModelPool
 
 log = logging.getLogger(__name__)
 BATCH_SWEEP_SECONDS = 30
+HISTORY_EVERY_S = 30.0  # how often a worker offers to roll up and expire the history
 ARRIVING_S = 1.0  # a job queued this recently is still on its way to a worker
 
 Handler = Callable[[Job, JobContext, Publisher], None]
@@ -108,6 +110,11 @@ class Runtime:
         self._leases = threading.Thread(target=self._keep_leases, name="corral-leases",
                                         daemon=True)
         self._leases.start()
+        # The report's rollups and CORRAL_RETENTION: one process of the fleet at a time.
+        self.keeper = HistoryKeeper(self.jobs.sessions, self.redis, settings.retention)
+        self._history = threading.Thread(target=self._keep_history, name="corral-history",
+                                         daemon=True)
+        self._history.start()
 
     def _about(self) -> dict:
         """What this worker says of itself in the fleet: where it runs, what it consumes, and
@@ -206,6 +213,15 @@ class Runtime:
             if time.monotonic() - started > period:
                 log.warning("keeping job leases took longer than a third of CORRAL_LEASE")
 
+    def _keep_history(self) -> None:
+        """Roll the history up and expire old rows, every HISTORY_EVERY_S (in a thread of
+        its own: a first roll over a long history must not delay leases or unloading)."""
+        while not self._stop.wait(HISTORY_EVERY_S):
+            try:
+                self.keeper.tick()
+            except Exception:  # the database or Redis is away: the next round catches up
+                log.exception("keeping the job history failed")
+
     def _renew(self) -> None:
         self.jobs.renew(self.worker_id, self.settings.lease)
 
@@ -222,6 +238,7 @@ class Runtime:
     def close(self) -> None:
         self._stop.set()
         self._leases.join(5)
+        self._history.join(5)
         self.control.close()
         self.heartbeat.close()
         self.pool.close()

@@ -87,6 +87,22 @@ def _positive_duration(text: str) -> float:
     return seconds
 
 
+_DAYS = re.compile(r"(\d+(?:\.\d+)?)d")
+
+
+def parse_span(text: str) -> float:
+    """A span of history: a duration ("720h", "90m") or whole days ("30d", "7d"), which
+    people say of history and Go durations cannot; negative means forever (FOREVER)."""
+    days = _DAYS.fullmatch(text.strip().lower())
+    return float(days.group(1)) * 86400.0 if days else parse_duration(text)
+
+
+def _retention(text: str) -> float:
+    """Seconds of history to keep (parse_span); 0, or a negative value, keeps every row."""
+    seconds = parse_span(text)
+    return 0.0 if seconds < 0 else seconds
+
+
 def _parse_host(text: str) -> tuple[str, int]:
     """Split "host:port", "host", ":port" or "http://host:port" as Ollama's OLLAMA_HOST does."""
     text = text.strip()
@@ -281,6 +297,11 @@ class Settings:
     result_ttl: float = setting(
         "CORRAL_RESULT_TTL", "24h", parse_duration,
         "How long a job's events and results stay in Redis (the database keeps history)")
+    retention: float = setting(
+        "CORRAL_RETENTION", "0", _retention,
+        "How long finished jobs stay in the database (e.g. 30d, 720h); older ones are "
+        "deleted once `corral report` has rolled them up, so it keeps their figures. "
+        "0 keeps them all")
     registry_mirrors: tuple[tuple[str, str], ...] = setting(
         "CORRAL_REGISTRY_MIRRORS", "", _mirrors,
         "Registry hosts pulled from another base URL: host=url,... "

@@ -18,6 +18,7 @@ from service.batches.store import BatchStore
 from service.core.db import make_engine, make_sessionmaker
 from service.core.errors import CorralError
 from service.core.settings import Settings
+from service.history.rollups import Rollups
 from service.jobs.metrics import JobMeter
 from service.jobs.queue import JobQueue, make_producer
 from service.jobs.records import JobStore
@@ -41,6 +42,11 @@ class Services:
     @property
     def default_queue(self) -> str:
         return self.queue.default_queue
+
+    @property
+    def rollups(self) -> Rollups:
+        """The report's rolled-up history (service.history.rollups)."""
+        return Rollups(self.jobs.sessions)
 
     def files(self) -> FileStore:
         """Uploaded batch files under CORRAL_HOME, capped at CORRAL_MAX_UPLOAD."""

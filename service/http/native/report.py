@@ -7,17 +7,17 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, jsonify, request
 
 from service.core.errors import InvalidRequest
-from service.core.settings import FOREVER, parse_duration
+from service.core.settings import FOREVER, parse_span
+from service.history import report
 from service.http import access
 from service.http.inputs import query_int
 from service.http.services import services
-from service.jobs import report
 
 bp = Blueprint("report", __name__)
 
 
 def _since() -> datetime | None:
-    """?since= as an ISO 8601 time, or a duration ("1h", "30m", "90") meaning that long ago."""
+    """?since= as an ISO 8601 time, or a span ("1h", "30m", "7d", "90") meaning that long ago."""
     value = request.args.get("since", "").strip()
     if not value:
         return None
@@ -27,7 +27,7 @@ def _since() -> datetime | None:
     except ValueError:
         pass
     try:
-        seconds = parse_duration(value)
+        seconds = parse_span(value)
     except ValueError:
         seconds = FOREVER
     try:
@@ -43,10 +43,10 @@ def _since() -> datetime | None:
 @access.admin_only
 def job_report():
     """Rows per (model, concurrency): ?since=<time or duration>&model=<name>."""
-    runs, since = report.load_runs(services().jobs, _since(), request.args.get("model") or None)
-    rows = report.report(runs, since)
     bucket = query_int("bucket", 60, 1, 86_400)
-    return jsonify({"rows": [row.to_dict() for row in rows],
+    history = report.load(services().jobs, services().rollups, _since(),
+                          request.args.get("model") or None)
+    return jsonify({"rows": [row.to_dict() for row in report.report_of(history)],
                     "concurrency": "mean number of the model's jobs running during each job",
-                    "series": [point.to_dict() for point in report.series(runs, bucket, since)],
+                    "series": [point.to_dict() for point in report.series_of(history, bucket)],
                     "bucket_s": bucket})

@@ -1,0 +1,181 @@
+"""Throughput by model and concurrency, from the job history (`corral report`).
+
+A job's concurrency level is read from the history (service.history.runs). Per (model, level):
+- tokens/s per request: the mean of each job's eval_count / eval_duration (Ollama's eval rate);
+- aggregate tokens/s: the jobs' generated tokens over the time at least one of them was running
+  (the union of their runs, so idle gaps between separate bursts do not count);
+- time to first token and latency: from the job's creation (the request accepted) to its first
+  token and to its end; p50 and p95 with linear interpolation.
+
+Recent jobs are read raw and their figures are exact; older ones come from the rollups
+(service.history.rollups), where percentiles are read from 5 % bins and `since` holds to the
+minute (to the hour past a week, the day past 90 days), so the report costs the same at a
+million jobs as at a thousand, and outlives the job rows that CORRAL_RETENTION expires.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import or_
+
+from service.history.rollups import Cell, JobRollup, Rollups
+from service.history.runs import RUNS, Run, concurrency_levels, run_of, ts, union_seconds
+from service.jobs.records import Job, JobStore
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: a model at one concurrency level."""
+
+    model: str
+    concurrency: int
+    requests: int
+    tokens: int
+    tokens_per_s_request: float
+    tokens_per_s_aggregate: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    latency_p50_s: float
+    latency_p95_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_runs(jobs: JobStore, since: datetime | None = None, model: str | None = None
+              ) -> tuple[list[Run], float | None]:
+    """Read the started generate/chat jobs that may matter after `since`; return (runs, since).
+
+    Jobs that ended before `since` are skipped, but jobs created before it that were still
+    running are kept, since they count toward the concurrency of the jobs reported.
+    """
+    query = RUNS
+    if model:
+        query = query.where(Job.model == model)
+    if since:
+        query = query.where(or_(Job.finished_at.is_(None), Job.finished_at >= since))
+    with jobs.sessions() as session:
+        runs = [run_of(row) for row in session.execute(query)]
+    return runs, ts(since)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the report reads: raw runs after the rollups' minute mark, and the rows before."""
+
+    runs: list[Run]
+    rows: list[JobRollup]
+    since: float | None  # jobs created before it are not reported
+    raw_from: float | None  # raw runs that finished before it are in the rows
+
+    def reported(self, run: Run) -> bool:
+        return (run.reported and (self.since is None or run.created >= self.since)
+                and (self.raw_from is None or run.finished >= self.raw_from))
+
+
+def load(jobs: JobStore, rollups: Rollups | None, since: datetime | None = None,
+         model: str | None = None) -> History:
+    """The history for a report from `since` on: one query for the rows, one for the raw
+    runs, both on indexes, however many jobs the table holds."""
+    rows, mark = rollups.cover(since, model) if rollups is not None else ([], None)
+    start = max(since, mark) if since and mark else (since or mark)
+    runs, _ = load_runs(jobs, start, model)
+    return History(runs, rows, ts(since), ts(mark))
+
+
+def report(runs: list[Run], since: float | None = None, now: float | None = None,
+           rows: list[JobRollup] | None = None, raw_from: float | None = None) -> list[Row]:
+    """The report's rows, by model then concurrency level: `runs` read raw (those created
+    before `since`, or finished before `raw_from`, count only toward levels), and `rows`
+    rolled up before."""
+    now = datetime.now(UTC).timestamp() if now is None else now
+    history = History(runs, rows or [], since, raw_from)
+    levels = concurrency_levels(runs, now)
+    cells: dict[tuple[str, int], Cell] = defaultdict(Cell)
+    spans: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    for run, level in zip(runs, levels, strict=True):
+        if history.reported(run):
+            cells[(run.model, level)].add_run(run)
+            spans[(run.model, level)].append((run.started, run.finished))
+    for key, intervals in spans.items():
+        cells[key].busy_s += union_seconds(intervals)
+    for row in history.rows:
+        cells[(row.model, row.concurrency)].add_row(row, ("ttft", "latency"))
+    return [_row(model, level, cells[(model, level)]) for model, level in sorted(cells)]
+
+
+def report_of(history: History, now: float | None = None) -> list[Row]:
+    return report(history.runs, history.since, now, history.rows, history.raw_from)
+
+
+def _row(model: str, level: int, cell: Cell) -> Row:
+    return Row(
+        model=model,
+        concurrency=level,
+        requests=cell.requests,
+        tokens=cell.tokens,
+        tokens_per_s_request=cell.rate_sum / cell.rated if cell.rated else 0.0,
+        tokens_per_s_aggregate=cell.tokens / cell.busy_s if cell.busy_s > 0 else 0.0,
+        ttft_p50_ms=cell.percentile("ttft", 50),
+        ttft_p95_ms=cell.percentile("ttft", 95),
+        latency_p50_s=(cell.percentile("latency", 50) or 0.0) / 1000,
+        latency_p95_s=(cell.percentile("latency", 95) or 0.0) / 1000,
+    )
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model's output over one stretch of time, for the console's chart."""
+
+    model: str
+    start: float  # seconds since the epoch
+    tokens: int  # finished jobs' tokens, spread over the time each job decoded
+    tokens_per_s: float
+    jobs: int  # jobs that finished in it
+    queue_wait_p50_ms: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def series(runs: list[Run], bucket_s: float, since: float | None = None,
+           rows: list[JobRollup] | None = None, raw_from: float | None = None) -> list[Point]:
+    """Tokens/s by model over time, in buckets of `bucket_s`: each succeeded raw job's tokens
+    are spread evenly over its decode (start to finish), so a long job fills every bucket it
+    ran in, as the throughput a person watched would; a rolled-up row's tokens fall in the
+    bucket of its start."""
+    history = History(runs, rows or [], since, raw_from)
+    tokens: dict[tuple[str, int], float] = defaultdict(float)
+    cells: dict[tuple[str, int], Cell] = defaultdict(Cell)
+    for run in runs:
+        if not history.reported(run):
+            continue
+        start, end = run.started, run.finished
+        first, last = int(start // bucket_s), int(end // bucket_s)
+        for index in range(first, last + 1):
+            overlap = min(end, (index + 1) * bucket_s) - max(start, index * bucket_s)
+            share = overlap / (end - start) if end > start else float(index == first)
+            tokens[(run.model, index)] += run.eval_count * max(share, 0.0)
+        cells[(run.model, int(end // bucket_s))].add_run(run)
+    for row in history.rows:
+        key = (row.model, int(ts(row.start) // bucket_s))
+        tokens[key] += row.tokens
+        cells[key].add_row(row, ("wait",))
+    keys = sorted(set(tokens) | set(cells), key=lambda key: (key[1], key[0]))
+    return [Point(model, index * bucket_s, round(tokens[(model, index)]),
+                  tokens[(model, index)] / bucket_s, cells[(model, index)].requests,
+                  cells[(model, index)].percentile("wait", 50))
+            for model, index in keys]
+
+
+def series_of(history: History, bucket_s: float) -> list[Point]:
+    return series(history.runs, bucket_s, history.since, history.rows, history.raw_from)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (numpy's default); None when empty."""
+    return float(np.percentile(values, q)) if values else None
