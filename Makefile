@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 JOBS   := $(shell nproc 2>/dev/null || echo 2)
 OUT    := out
 
-.PHONY: install run test lint bench bench-faults bench-peers clean
+.PHONY: install run test lint bench bench-faults bench-peers bench-history clean
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ lint: install
 bench: install
 	$(BIN)/pip install -q --group bench
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.history_bench
+
+# GET /jobs and `corral report` with 1,000,000 jobs in SQLite, and in PostgreSQL when
+# CORRAL_TEST_DATABASE_URL points at one (a schema of its own, dropped afterwards).
+bench-history: install
+	$(BIN)/python -m tests.bench.history_bench $(BENCH_ARGS)
 
 # Load and faults against a real `corral serve`: 1,000 jobs from 50 clients accounted for,
 # /api/version under 200 open streams, the worker, Redis and the API each SIGKILLed with jobs

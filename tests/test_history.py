@@ -16,6 +16,7 @@ from service.batches.records import Batch, BatchLine
 from service.core.db import make_engine, make_sessionmaker, upgrade
 from service.core.settings import _retention
 from service.history import histogram
+from service.history.histogram import Histogram
 from service.history.report import load, report_of, series_of
 from service.history.retention import LOCK, HistoryKeeper
 from service.history.rollups import DAY, HOUR, MINUTE, JobRollup, Rollups
@@ -181,17 +182,22 @@ def test_retention_deletes_only_rolled_up_jobs_and_ended_batches(store, redis_ur
 
 
 def test_histogram_percentiles_are_within_their_bin() -> None:
-    rng = random.Random(1)
-    values = [rng.lognormvariate(5, 1.5) for _ in range(5000)]
-    counts = histogram.histogram(values)
     import numpy as np
 
+    rng = random.Random(1)
+    values = [rng.lognormvariate(5, 1.5) for _ in range(5000)]
+    halves = Histogram(), Histogram()
+    for i, value in enumerate(values):
+        halves[i % 2].add(value)
+    merged = Histogram()
+    for half in halves:  # stored (as JSON holds it), then added up
+        merged.merge(half.stored())
     for q in (50, 95, 99):
-        assert histogram.percentile(counts, q) == pytest.approx(np.percentile(values, q),
-                                                                rel=0.05)
-    assert histogram.percentile({}, 50) is None
-    assert histogram.merge(histogram.histogram([1, 2]), histogram.histogram([1])) == (
-        histogram.histogram([1, 1, 2]))
+        assert merged.percentile(q) == pytest.approx(np.percentile(values, q), rel=0.05)
+    assert merged.total() == 5000 and merged.stored() == histogram.histogram(values)
+    assert Histogram().percentile(50) is None and Histogram().stored() == ""
+    assert histogram.histogram([0.0, 0.0]) == "0,2"
+    assert histogram.histogram([1e15]) == f"{histogram.BINS - 1},1"  # past two years
 
 
 def test_coverage_adds_what_each_interval_adds_to_the_union() -> None:

@@ -1,10 +1,11 @@
 """History at scale: rollups for the report, and indexes for every way jobs are listed.
 
-`job_rollups` holds the report's figures per (period, start, model, concurrency) and
-`job_rollup_marks` how far each period is rolled (service.history.rollups), so `corral report`
-reads a few hundred rows instead of every job, and keeps its figures after CORRAL_RETENTION
-drops old jobs. The job indexes end in (created_at, id), the order GET /jobs pages in, so a
-page is an index range at any size; finished_at serves the rollups and the retention sweep.
+`job_rollups` holds the report's figures per (period, start, model, concurrency), its
+histograms as text ("first bin,counts..."), and `job_rollup_marks` how far each period is
+rolled (service.history.rollups), so `corral report` reads a few hundred rows instead of
+every job, and keeps its figures after CORRAL_RETENTION drops old jobs. The job indexes end
+in (created_at, id), the order GET /jobs pages in, so a page is an index range at any size;
+finished_at serves the rollups and the retention sweep.
 
 Revision ID: 0008
 Revises: 0007
@@ -48,9 +49,9 @@ def upgrade() -> None:
         sa.Column("rate_sum", sa.Float, nullable=False),
         sa.Column("rated", sa.Integer, nullable=False),
         sa.Column("busy_s", sa.Float, nullable=False),
-        sa.Column("ttft", sa.JSON, nullable=False),
-        sa.Column("latency", sa.JSON, nullable=False),
-        sa.Column("wait", sa.JSON, nullable=False),
+        sa.Column("ttft", sa.Text, nullable=False),
+        sa.Column("latency", sa.Text, nullable=False),
+        sa.Column("wait", sa.Text, nullable=False),
     )
     op.create_table(
         "job_rollup_marks",

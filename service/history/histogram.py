@@ -2,8 +2,11 @@
 
 A percentile of many minutes cannot be had from each minute's percentiles, but it can from
 their counts in fixed bins. Bins grow by 5 % (log-spaced from 0 ms), so a percentile read
-back is within about 2.5 % of the exact one, at any scale from 1 ms to days; a histogram is a
-sparse {bin: count} dict, a few dozen entries as JSON.
+back is within about 2.5 % of the exact one, at any scale from 1 ms to days. Stored, a
+histogram is text, "first bin,count,count,..." over the bins it uses, a few dozen numbers
+that numpy parses in 2 µs (JSON took 5-8 µs, and a report reads thousands); added up, it is
+a numpy array over every bin, so merging a row is one slice addition (a dict per row cost
+51 ms of a 180 ms report at 1,000,000 jobs).
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
+
 STEP = math.log(1.05)
+BINS = 512  # bin 511 starts near 6.6e10 ms, two years: anything longer is counted there
 
 
 def bin_of(value_ms: float) -> int:
     """The bin a value (in milliseconds, >= 0) falls in."""
-    return int(math.log1p(max(value_ms, 0.0)) / STEP)
+    return min(BINS - 1, int(math.log1p(max(value_ms, 0.0)) / STEP))
 
 
 def middle(index: int) -> float:
@@ -24,38 +30,49 @@ def middle(index: int) -> float:
     return math.expm1((index + 0.5) * STEP)
 
 
-def histogram(values_ms: Iterable[float]) -> dict[str, int]:
-    """Counts per bin; keys are strings, as they come back from a JSON column."""
-    counts: dict[str, int] = {}
+class Histogram:
+    """Counts over every bin, to add values and stored histograms into."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(BINS, dtype=np.int64)
+
+    def add(self, value_ms: float) -> None:
+        self.counts[bin_of(value_ms)] += 1
+
+    def merge(self, stored: str | None) -> None:
+        """Add a stored histogram ("first bin,counts...") in."""
+        if stored:
+            numbers = np.fromstring(stored, dtype=np.int64, sep=",")
+            first = int(numbers[0])
+            self.counts[first:first + len(numbers) - 1] += numbers[1:]
+
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def stored(self) -> str:
+        """The stored form: "first bin,counts up to the last bin used"; "" when empty."""
+        used = np.flatnonzero(self.counts)
+        if not len(used):
+            return ""
+        first, last = int(used[0]), int(used[-1])
+        return ",".join(map(str, [first, *self.counts[first:last + 1].tolist()]))
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile read from the bins, ranked as numpy's linear default ranks
+        (the value at rank q/100 * (n - 1)); None when empty."""
+        cumulative = np.cumsum(self.counts)
+        total = int(cumulative[-1])
+        if not total:
+            return None
+        rank = q / 100 * (total - 1)
+        return middle(int(np.searchsorted(cumulative, rank, side="right")))
+
+
+def histogram(values_ms: Iterable[float]) -> str:
+    """The stored form of some values' histogram."""
+    counts = Histogram()
     for value in values_ms:
-        add(counts, value)
-    return counts
-
-
-def add(counts: dict[str, int], value_ms: float) -> None:
-    """Count one value in `counts` (in place)."""
-    key = str(bin_of(value_ms))
-    counts[key] = counts.get(key, 0) + 1
-
-
-def merge(into: dict[str, int], other: dict[str, int] | None) -> dict[str, int]:
-    """Add `other`'s counts to `into` (in place) and return it."""
-    for key, count in (other or {}).items():
-        into[key] = into.get(key, 0) + int(count)
-    return into
-
-
-def percentile(counts: dict[str, int], q: float) -> float | None:
-    """The q-th percentile read from bins, ranked as numpy's linear default ranks (the
-    value at rank q/100 * (n - 1)); None when empty."""
-    ordered = sorted((int(key), count) for key, count in counts.items() if count > 0)
-    total = sum(count for _, count in ordered)
-    if not total:
-        return None
-    rank = q / 100 * (total - 1)
-    seen = 0
-    for index, count in ordered:
-        seen += count
-        if seen > rank:
-            return middle(index)
-    return middle(ordered[-1][0])
+        counts.add(value)
+    return counts.stored()

@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import (
-    JSON,
     BigInteger,
     DateTime,
     Float,
     Integer,
     String,
+    Text,
     delete,
     func,
     insert,
@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from service.core.db import Base, aware
-from service.history import histogram
+from service.history.histogram import Histogram
 from service.history.runs import DECODE_KINDS, RUNS, Coverage, Run, concurrency_levels, run_of
 from service.jobs.records import Job, JobStatus
 
@@ -67,9 +67,13 @@ class JobRollup(Base):
     rate_sum: Mapped[float] = mapped_column(Float)  # sum of eval_count / eval_duration
     rated: Mapped[int] = mapped_column(Integer)  # jobs with a decode time (in rate_sum)
     busy_s: Mapped[float] = mapped_column(Float)
-    ttft: Mapped[dict[str, int]] = mapped_column(JSON)  # ms from creation to first token
-    latency: Mapped[dict[str, int]] = mapped_column(JSON)  # ms from creation to the end
-    wait: Mapped[dict[str, int]] = mapped_column(JSON)  # ms from creation to start
+    # histograms (service.history.histogram) of milliseconds from the job's creation:
+    ttft: Mapped[str] = mapped_column(Text)  # to its first token
+    latency: Mapped[str] = mapped_column(Text)  # to its end
+    wait: Mapped[str] = mapped_column(Text)  # to its start (queue wait)
+
+
+_ROLLUPS = JobRollup.__table__  # read as plain rows: ORM objects cost 20 µs each
 
 
 class RollupMark(Base):
@@ -81,6 +85,9 @@ class RollupMark(Base):
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+HISTOGRAMS = ("ttft", "latency", "wait")
+
+
 @dataclass
 class Cell:
     """The figures of one (model, level) over some stretch: rollup rows and raw runs add in."""
@@ -90,11 +97,9 @@ class Cell:
     rate_sum: float = 0.0
     rated: int = 0
     busy_s: float = 0.0
-    ttft: dict[str, int] = field(default_factory=dict)
-    latency: dict[str, int] = field(default_factory=dict)
-    wait: dict[str, int] = field(default_factory=dict)
+    bins: dict[str, Histogram] = field(default_factory=dict)  # made as first needed
     exact: dict[str, list[float]] | None = field(default_factory=lambda: {
-        "ttft": [], "latency": [], "wait": []})  # None once any rolled-up row is in
+        name: [] for name in HISTOGRAMS})  # None once any rolled-up row is in
 
     def add_run(self, run: Run) -> None:
         """Count one reported job (its busy time is the caller's: it is a union)."""
@@ -108,12 +113,11 @@ class Cell:
         if run.first_token is not None:
             values["ttft"] = (run.first_token - run.created) * 1000
         for name, value in values.items():
-            histogram.add(getattr(self, name), value)
+            self.histogram(name).add(value)
             if self.exact is not None:
                 self.exact[name].append(value)
 
-    def add_row(self, row: JobRollup, names: tuple[str, ...] = ("ttft", "latency", "wait")
-                ) -> None:
+    def add_row(self, row: JobRollup, names: tuple[str, ...] = HISTOGRAMS) -> None:
         """Count a rolled-up row in; only the histograms `names` (merging is the cost)."""
         self.requests += row.requests
         self.tokens += row.tokens
@@ -121,15 +125,23 @@ class Cell:
         self.rated += row.rated
         self.busy_s += row.busy_s
         for name in names:
-            histogram.merge(getattr(self, name), getattr(row, name))
+            self.histogram(name).merge(getattr(row, name))
         self.exact = None
+
+    def histogram(self, name: str) -> Histogram:
+        if name not in self.bins:
+            self.bins[name] = Histogram()
+        return self.bins[name]
+
+    def stored(self, name: str) -> str:
+        return self.bins[name].stored() if name in self.bins else ""
 
     def percentile(self, name: str, q: float) -> float | None:
         """Exact while only raw runs are in; read from the bins once rollups are."""
         if self.exact is not None:
             values = self.exact[name]
             return float(np.percentile(values, q)) if values else None
-        return histogram.percentile(getattr(self, name), q)
+        return self.histogram(name).percentile(q)
 
 
 class Rollups:
@@ -163,12 +175,12 @@ class Rollups:
                 if mark is None:
                     continue
                 for piece_lo, piece_hi in _subtract(_ceil(lo, period), mark, covered):
-                    query = select(JobRollup).where(JobRollup.period == period,
+                    query = select(*_ROLLUPS.c).where(JobRollup.period == period,
                                                     JobRollup.start >= piece_lo,
                                                     JobRollup.start < piece_hi)
                     if model:
                         query = query.where(JobRollup.model == model)
-                    rows.extend(session.scalars(query))
+                    rows.extend(session.execute(query))
                     covered.append((piece_lo, piece_hi))
         return rows, marks[MINUTE]
 
@@ -319,8 +331,8 @@ def minute_rows(ended: list[Run], others: list[Run], now: float) -> list[dict]:
 def _row(period: int, start: datetime, model: str, level: int, cell: Cell) -> dict:
     return {"period": period, "start": start, "model": model, "concurrency": level,
             "requests": cell.requests, "tokens": cell.tokens, "rate_sum": cell.rate_sum,
-            "rated": cell.rated, "busy_s": cell.busy_s, "ttft": cell.ttft,
-            "latency": cell.latency, "wait": cell.wait}
+            "rated": cell.rated, "busy_s": cell.busy_s,
+            **{name: cell.stored(name) for name in HISTOGRAMS}}
 
 
 def _subtract(lo: datetime, hi: datetime, covered: list[tuple[datetime, datetime]]
