@@ -63,7 +63,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 @click.command()
 @click.option("--since", default=None,
-              help="Only jobs created since this ISO time or this long ago (e.g. 1h, 30m).")
+              help="Only jobs created since this ISO time or this long ago (e.g. 1h, 30m, 7d).")
 @click.option("--model", "-m", default=None, help="Only this model.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also draw tokens/s against concurrency into FILE.png.")

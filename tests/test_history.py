@@ -217,3 +217,20 @@ def test_retention_parses_days_and_keeps_everything_at_zero() -> None:
     assert _retention("0") == 0 and _retention("-1") == 0
     with pytest.raises(ValueError):
         _retention("soon")
+
+
+def test_the_report_endpoint_reads_rollups_and_recent_jobs(app, client, redis_url) -> None:
+    services = app.extensions["corral"]
+    now = datetime.now(UTC)
+    _insert(services.jobs, [_job(now - timedelta(days=2, minutes=m), 1.0) for m in range(4)])
+    keeper = HistoryKeeper(services.jobs.sessions, services.redis, retention=0)
+    assert keeper.tick()
+    _insert(services.jobs, [_job(now - timedelta(seconds=30), 1.0, tokens=10)])  # raw
+    for since in ("", "?since=7d", "?since=168h"):
+        res = client.get(f"/jobs/report{since}")
+        assert res.status_code == 200, res.get_json()
+        assert [(r["requests"], r["tokens"]) for r in res.get_json()["rows"]] == [(5, 266)]
+        assert sum(p["jobs"] for p in res.get_json()["series"]) == 5
+    assert client.get("/jobs/report?since=1h").get_json()["rows"][0]["requests"] == 1
+    res = client.get("/jobs/report?since=7x")
+    assert res.status_code == 400 and "since" in res.get_json()["error"]

@@ -13,6 +13,7 @@ read line by line. Uploaded files stay until deleted through /v1/files.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOCK = "corral:history:keeper"
 LOCK_S = 300  # a keeper that dies holding the lock holds it no longer than this
+BUDGET_S = 2.0  # roll steps one tick may take: a backfill goes on over later ticks
 BATCH_ROWS = 5000  # jobs deleted per statement: short transactions beside live writers
 FINAL = [s.value for s in JobStatus if s.finished]
 ENDED_BATCH = [s.value for s in BatchStatus if s.ended]
@@ -59,7 +61,7 @@ class HistoryKeeper:
             return False
         try:
             at = at or now()
-            self.rollups.roll(at)
+            self.roll(at)
             self.expire(at)
         finally:
             try:
@@ -67,6 +69,16 @@ class HistoryKeeper:
             except redis.exceptions.LockError:  # it timed out; another keeper may hold it
                 pass
         return True
+
+    def roll(self, at: datetime) -> None:
+        """Roll steps until up to date or BUDGET_S is spent (a first roll over a long
+        history takes about 90 s per million jobs: many ticks, none of them long)."""
+        deadline = time.monotonic() + BUDGET_S
+        while time.monotonic() < deadline:
+            before = self.rollups.marks()
+            self.rollups.roll(at)
+            if self.rollups.marks() == before:
+                return
 
     def cutoff(self, at: datetime) -> datetime | None:
         """Jobs that finished before this may go: past the retention and rolled up."""
