@@ -152,36 +152,39 @@ class Rollups:
 
     # --- reading ------------------------------------------------------------------------
 
-    def marks(self) -> dict[int, datetime | None]:
-        with self.sessions() as session:
-            found = {period: aware(until) for period, until in
-                     session.execute(select(RollupMark.period, RollupMark.until))}
+    def marks(self, session: Session | None = None) -> dict[int, datetime | None]:
+        if session is None:
+            with self.sessions() as session:
+                return self.marks(session)
+        found = {period: aware(until) for period, until in
+                 session.execute(select(RollupMark.period, RollupMark.until))}
         return {period: found.get(period) for period in PERIODS}
 
     def cover(self, since: datetime | None, model: str | None = None,
-              marks: dict[int, datetime | None] | None = None
-              ) -> tuple[list[JobRollup], datetime | None]:
+              session: Session | None = None) -> tuple[list[JobRollup], datetime | None]:
         """The rollup rows that cover [since, minute mark), coarsest first, without overlap;
         and the minute mark, from which on the raw jobs are the report's (None: no rows)."""
-        marks = self.marks() if marks is None else marks
+        if session is None:
+            with self.sessions() as session:
+                return self.cover(since, model, session)
+        marks = self.marks(session)
         if marks[MINUTE] is None:
             return [], None
         lo = _floor(since, MINUTE) if since else BEGINNING
         covered: list[tuple[datetime, datetime]] = []
         rows: list[JobRollup] = []
-        with self.sessions() as session:
-            for period in PERIODS:
-                mark = marks[period]
-                if mark is None:
-                    continue
-                for piece_lo, piece_hi in _subtract(_ceil(lo, period), mark, covered):
-                    query = select(*_ROLLUPS.c).where(JobRollup.period == period,
-                                                    JobRollup.start >= piece_lo,
-                                                    JobRollup.start < piece_hi)
-                    if model:
-                        query = query.where(JobRollup.model == model)
-                    rows.extend(session.execute(query))
-                    covered.append((piece_lo, piece_hi))
+        for period in PERIODS:
+            mark = marks[period]
+            if mark is None:
+                continue
+            for piece_lo, piece_hi in _subtract(_ceil(lo, period), mark, covered):
+                query = select(*_ROLLUPS.c).where(JobRollup.period == period,
+                                                  JobRollup.start >= piece_lo,
+                                                  JobRollup.start < piece_hi)
+                if model:
+                    query = query.where(JobRollup.model == model)
+                rows.extend(session.execute(query))
+                covered.append((piece_lo, piece_hi))
         return rows, marks[MINUTE]
 
     # --- rolling ------------------------------------------------------------------------

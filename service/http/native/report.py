@@ -42,11 +42,21 @@ def _since() -> datetime | None:
 @bp.get("/jobs/report")
 @access.admin_only
 def job_report():
-    """Rows per (model, concurrency): ?since=<time or duration>&model=<name>."""
-    bucket = query_int("bucket", 60, 1, 86_400)
-    history = report.load(services().jobs, services().rollups, _since(),
+    """Rows per (model, concurrency), and tokens/s over time:
+    ?since=<time or span>&model=<name>&bucket=<seconds per point of the series>."""
+    since = _since()
+    bucket = query_int("bucket", _bucket(since), 1, 86_400)
+    history = report.load(services().jobs, services().rollups, since,
                           request.args.get("model") or None)
     return jsonify({"rows": [row.to_dict() for row in report.report_of(history)],
                     "concurrency": "mean number of the model's jobs running during each job",
                     "series": [point.to_dict() for point in report.series_of(history, bucket)],
                     "bucket_s": bucket})
+
+
+def _bucket(since: datetime | None) -> int:
+    """The series' default step: a minute over the last two hours, a quarter hour over two
+    days, an hour beyond (and over all time), so a chart gets at most a few hundred points
+    per model."""
+    span = (datetime.now(UTC) - since).total_seconds() if since else float("inf")
+    return 60 if span <= 7200 else 900 if span <= 2 * 86400 else 3600
