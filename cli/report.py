@@ -11,7 +11,7 @@ import click
 from cli.client import Client
 
 HEADER = ("MODEL", "CONCURRENCY", "REQUESTS", "TOKENS", "TOK/S/REQ", "TOK/S AGG",
-          "TTFT P50", "TTFT P95", "LATENCY P50", "LATENCY P95")
+          "TTFT P50", "TTFT P95", "LATENCY P50", "LATENCY P95", "WAIT P50")
 
 
 def _ms(value: float | None) -> str:
@@ -24,7 +24,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         (r["model"], str(r["concurrency"]), str(r["requests"]), str(r["tokens"]),
          f"{r['tokens_per_s_request']:.1f}", f"{r['tokens_per_s_aggregate']:.1f}",
          _ms(r["ttft_p50_ms"]), _ms(r["ttft_p95_ms"]),
-         f"{r['latency_p50_s']:.2f} s", f"{r['latency_p95_s']:.2f} s")
+         f"{r['latency_p50_s']:.2f} s", f"{r['latency_p95_s']:.2f} s",
+         _ms(r.get("queue_wait_p50_ms")))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]

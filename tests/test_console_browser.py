@@ -196,6 +196,10 @@ def test_the_throughput_chart_is_drawn_from_the_history(app, client, worker, pag
         assert {c[0] for c in cells} == {MODEL} and sum(int(c[3]) for c in cells) == tokens
         legend = page.locator("#throughput-chart figcaption").inner_text()
         assert MODEL in legend and "tokens/s" in legend
+        # Queue wait, from the same jobs: a chart of its own and a column of the table.
+        page.locator("#wait-chart circle").first.wait_for()
+        assert "queue wait" in page.locator("#wait-chart figcaption").inner_text()
+        assert all(c[10].endswith(" ms") for c in cells)
         shoot(page, "throughput")
 
 

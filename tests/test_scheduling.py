@@ -110,7 +110,7 @@ def test_an_interactive_request_takes_a_batch_sequences_slot_and_the_batch_loses
     engine = two_slots
     prompts = ["Write a long story about a cat.", "Write a long story about a dog."]
     alone = [engine.submit(chat(engine, p), LONG).result() for p in prompts]  # not batch
-    before = engine.pauses
+    before, held = engine.pauses, engine.held_steps
     lines = [engine.submit(chat(engine, p), LONG, batch=True) for p in prompts]
     texts: list[str] = ["", ""]
     ended: list[float] = [0.0, 0.0]
@@ -132,6 +132,8 @@ def test_an_interactive_request_takes_a_batch_sequences_slot_and_the_batch_loses
         reader.join()
     results = [s.completion for s in lines]
     assert engine.pauses > before  # a batch sequence gave its slot up
+    # The chat's prompt was evaluated in steps of its own, the batch lines sitting them out.
+    assert engine.held_steps > held
     assert answer.eval_count > 0
     # The chat was answered while both lines still ran: it did not wait for one to end.
     assert answered < min(ended)
@@ -145,6 +147,22 @@ def test_an_interactive_request_takes_a_batch_sequences_slot_and_the_batch_loses
         # Greedy, paused and resumed, it says what it said uninterrupted (batched numerics
         # may part late; the opening must agree).
         assert result.text[:40] == solo.text[:40]
+
+
+def test_a_batch_line_sits_out_the_steps_that_prefill_a_chat_and_loses_nothing(two_slots):
+    engine = two_slots
+    prompt = "Write a long story about a horse."
+    solo = engine.submit(chat(engine, prompt), LONG).result()
+    line = engine.submit(chat(engine, prompt), LONG, batch=True)
+    while len(line.tokens) < 4:  # generating, with the other slot free: nothing to pause
+        time.sleep(0.005)
+    pauses, held = engine.pauses, engine.held_steps
+    answer = engine.submit(chat(engine, "Say hi."), Options(temperature=0.0, num_predict=4))
+    assert answer.result().eval_count > 0
+    result = line.result()
+    assert engine.pauses == pauses and engine.held_steps > held
+    assert result.eval_count == LONG.num_predict == len(line.tokens)
+    assert result.text[:40] == solo.text[:40]  # held a step, it goes on where it was
 
 
 def test_a_paused_sequence_that_is_cancelled_ends_and_frees_its_sampler(two_slots):

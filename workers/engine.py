@@ -130,6 +130,7 @@ class Engine:
         self._waiting: deque[Request] = deque()
         self._paused: deque[Sequence] = deque()  # batch sequences that gave up their ids
         self.pauses = 0  # batch sequences paused for interactive work, since start
+        self.held_steps = 0  # steps that left batch sequences out for an interactive prefill
         self._cond = threading.Condition()
         self._closing = False
         self._failure: str | None = None
@@ -460,8 +461,17 @@ class Engine:
     def _fill_batch(self, active: list[Sequence], budget: int) -> list[tuple[Sequence, int, int]]:
         """Fill the batch: one token per generating sequence, then prompt chunks up to budget.
 
+        While an interactive prompt is being prefilled, batch sequences sit that step out
+        (they keep their KV and their place, and lose nothing): a step of a few prompt
+        tokens is short, one with eight or twelve batch lines decoding beside it is not, and
+        the chat's first token waits for the whole step. Measured on 2 cores with a batch of
+        16-token lines on every slot, a chat's first token took 225 ms against 49 idle.
+
         Returns (sequence, tokens added, batch index of its logits row or -1) per sequence.
         """
+        if self._holds_batch(active):
+            self.held_steps += 1
+            active = [seq for seq in active if not seq.batch]
         self._batch.clear()
         plan = []
         for seq in active:
@@ -479,6 +489,14 @@ class Engine:
                 plan.append((seq, k, index if last else -1))
                 budget -= k
         return plan
+
+    @staticmethod
+    def _holds_batch(active: list[Sequence]) -> bool:
+        """Whether this step is an interactive prefill's alone: some interactive sequence
+        has prompt text to evaluate, and batch sequences would otherwise share the step."""
+        return (any(seq.batch for seq in active)
+                and any(not seq.batch and seq.prefilling and seq.text_end() > seq.n_past
+                        for seq in active))
 
     def _relieve_kv_pressure(self, active: list[Sequence], cap: int, n_prefill: int) -> int:
         """Make room after llama_decode found no KV slot; return the new prompt-chunk cap.

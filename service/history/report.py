@@ -42,6 +42,8 @@ class Row:
     ttft_p95_ms: float | None
     latency_p50_s: float
     latency_p95_s: float
+    queue_wait_p50_ms: float | None = None  # created → started: waiting for a slot
+    queue_wait_p95_ms: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +113,7 @@ def report(runs: list[Run], since: float | None = None, now: float | None = None
     for key, intervals in spans.items():
         cells[key].busy_s += union_seconds(intervals)
     for row in history.rows:
-        cells[(row.model, row.concurrency)].add_row(row, ("ttft", "latency"))
+        cells[(row.model, row.concurrency)].add_row(row)
     return [_row(model, level, cells[(model, level)]) for model, level in sorted(cells)]
 
 
@@ -131,6 +133,8 @@ def _row(model: str, level: int, cell: Cell) -> Row:
         ttft_p95_ms=cell.percentile("ttft", 95),
         latency_p50_s=(cell.percentile("latency", 50) or 0.0) / 1000,
         latency_p95_s=(cell.percentile("latency", 95) or 0.0) / 1000,
+        queue_wait_p50_ms=cell.percentile("wait", 50),
+        queue_wait_p95_ms=cell.percentile("wait", 95),
     )
 
 

@@ -49,6 +49,7 @@ PERIODS = (DAY, HOUR, MINUTE)  # coarsest first: the order the report reads them
 SETTLE_S = 300  # a minute is rolled this long after it ends (jobs running then, clock skew)
 KEEP_S = {MINUTE: 7 * DAY, HOUR: 90 * DAY}  # finer rows pruned once older (days stay)
 CHUNK_S = {MINUTE: 6 * HOUR, HOUR: 7 * DAY, DAY: 90 * DAY}  # most one roll step covers
+OVERLAP = timedelta(hours=6)  # longest run across a step's end that counts for its levels
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)  # `since` not given: from the first row
 
@@ -277,10 +278,12 @@ class Rollups:
         return aware(first) if first else None
 
     def _runs_finished(self, lo: datetime, hi: datetime) -> tuple[list[Run], list[Run]]:
-        """Decode jobs that finished in [lo, hi), and the others whose runs overlap theirs
-        (finished since the earliest of them started, or not finished), for the levels.
+        """Decode jobs that finished in [lo, hi), and the others whose runs overlap theirs,
+        for the levels: finished since the earliest of them started, running across hi (ending
+        up to OVERLAP after it), or not finished.
 
-        Two range reads on indexes (finished_at; status), not one OR that scans the table.
+        Bounded ranges of the finished_at and status indexes: a range open to the future
+        would read every later job for each step of a backfill.
         """
         with self.sessions() as session:
             ended = [run_of(row) for row in session.execute(RUNS.where(
@@ -289,8 +292,10 @@ class Rollups:
                 return [], []
             earliest = datetime.fromtimestamp(min(run.started for run in ended), UTC)
             rows = [*session.execute(RUNS.where(Job.finished_at >= earliest,
-                                                (Job.finished_at < lo) | (Job.finished_at >= hi),
-                                                Job.started_at < hi)),
+                                                Job.finished_at < lo)),
+                    *session.execute(RUNS.where(
+                        Job.finished_at >= hi, Job.finished_at < hi + OVERLAP,
+                        Job.started_at < hi)),
                     *session.execute(RUNS.where(Job.status.in_(UNFINISHED),
                                                 Job.started_at < hi))]
         return ended, [run_of(row) for row in rows]

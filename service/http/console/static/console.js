@@ -584,13 +584,15 @@ function throughputView(params) {
     location.hash = `#/throughput?since=${encodeURIComponent(since.value)}`;
   });
   const chart = el("figure", { id: "throughput-chart" });
+  const waits = el("figure", { id: "wait-chart" });
   const body = el("tbody");
   view.replaceChildren(el("h1", { text: "Throughput" }),
-    el("p", { class: "filters" }, el("label", {}, "History", since)), chart,
+    el("p", { class: "filters" }, el("label", {}, "History", since)), chart, waits,
     el("h2", { text: "By model and concurrency" }),
     el("div", { class: "table-wrap" }, el("table", { id: "report" }, el("thead", {},
       el("tr", {}, ...["Model", "Concurrency", "Jobs", "Tokens", "tok/s per job",
-        "tok/s in all", "TTFT p50", "TTFT p95", "Latency p50", "Latency p95"].map((h) =>
+        "tok/s in all", "TTFT p50", "TTFT p95", "Latency p50", "Latency p95",
+        "Queue wait p50"].map((h) =>
         el("th", { scope: "col", text: h })))), body)));
   const span = since.value;
   const bucket = { "1h": 60, "24h": 900, "7d": 3600 }[span] ?? 3600;
@@ -606,13 +608,18 @@ function throughputView(params) {
       el("td", { text: row.ttft_p50_ms == null ? "–" : `${row.ttft_p50_ms.toFixed(0)} ms` }),
       el("td", { text: row.ttft_p95_ms == null ? "–" : `${row.ttft_p95_ms.toFixed(0)} ms` }),
       el("td", { text: `${row.latency_p50_s.toFixed(2)} s` }),
-      el("td", { text: `${row.latency_p95_s.toFixed(2)} s` }))));
-    drawSeries(chart, data.series, data.bucket_s);
+      el("td", { text: `${row.latency_p95_s.toFixed(2)} s` }),
+      el("td", { text: row.queue_wait_p50_ms == null ? "–" :
+        `${row.queue_wait_p50_ms.toFixed(0)} ms` }))));
+    drawSeries(chart, data.series, data.bucket_s, "tokens_per_s", "tokens/s");
+    drawSeries(waits, data.series.filter((p) => p.queue_wait_p50_ms != null), data.bucket_s,
+      "queue_wait_p50_ms", "queue wait p50, ms");
   }, "Could not read the report");
 }
 
-/** Tokens/s by model over time, one polyline per model, drawn as SVG (no library). */
-function drawSeries(figure, points, bucket) {
+/** One figure of the series (tokens/s, or queue wait) by model over time, one polyline per
+ * model, drawn as SVG (no library). */
+function drawSeries(figure, points, bucket, field, label) {
   if (!points.length) {
     figure.replaceChildren(el("p", { class: "muted", text: "No finished jobs in this span." }));
     return;
@@ -620,11 +627,11 @@ function drawSeries(figure, points, bucket) {
   const width = 720, height = 240, pad = { left: 48, right: 12, top: 12, bottom: 28 };
   const t0 = Math.min(...points.map((p) => p.start));
   const t1 = Math.max(...points.map((p) => p.start)) + bucket;
-  const top = Math.max(...points.map((p) => p.tokens_per_s)) * 1.1 || 1;
+  const top = Math.max(...points.map((p) => p[field])) * 1.1 || 1;
   const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right);
   const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": "tokens per second by model over time" });
+    "aria-label": `${label} by model over time` });
   chart.append(svg("line", { x1: pad.left, y1: y(0), x2: width - pad.right, y2: y(0),
     class: "axis" }), svg("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: y(0),
     class: "axis" }));
@@ -640,15 +647,15 @@ function drawSeries(figure, points, bucket) {
   const legend = el("figcaption");
   models.forEach((model, i) => {
     const mine = points.filter((p) => p.model === model);
-    const path = mine.map((p) => `${x(p.start + bucket / 2)},${y(p.tokens_per_s)}`).join(" ");
+    const path = mine.map((p) => `${x(p.start + bucket / 2)},${y(p[field])}`).join(" ");
     chart.append(svg("polyline", { points: path, class: `series series-${i % 4}` }));
     for (const p of mine) {
-      chart.append(svg("circle", { cx: x(p.start + bucket / 2), cy: y(p.tokens_per_s), r: 3,
+      chart.append(svg("circle", { cx: x(p.start + bucket / 2), cy: y(p[field]), r: 3,
         class: `series-${i % 4}` }, undefined));
     }
     legend.append(el("span", { class: `key series-${i % 4}`, text: `● ${model}` }), " ");
   });
-  legend.append(`tokens/s, per ${bucket >= 3600 ? `${bucket / 3600} h` : `${bucket / 60} min`}`);
+  legend.append(`${label}, per ${bucket >= 3600 ? `${bucket / 3600} h` : `${bucket / 60} min`}`);
   figure.replaceChildren(chart, legend);
 }
 
