@@ -252,8 +252,10 @@ def test_the_batch_gate_stops_taking_lines_at_its_limit_and_restarts_when_one_en
     assert gate.try_enter() and calls == []
     assert gate.try_enter() and calls == ["pause"]  # full: stop taking batch messages
     assert not gate.try_enter()  # one that slipped in is given back, not held
-    gate.leave()  # the restart fails (Redis away): still stopped, to be tried again
+    gate.leave()  # room, but the refused job is not back in its queue yet: no restart
     assert gate.paused and calls == ["pause"]
+    gate.returned()  # it is back; the restart fails (Redis away): stopped, tried again
+    assert gate.paused and calls == ["pause"] and gate.returning == 0
     gate.check()
     assert not gate.paused and calls == ["pause", "resume"] and gate.held == 1
     gate.check(reassert=True)  # once a second: the state is sent again, whatever it is

@@ -10,6 +10,10 @@ cannot start soon stays in the queue for the fleet's other workers. A job that s
 before the stop (Celery takes as many messages at once as it has threads) is not held: the
 Runtime sends its message back to its queue, its row still queued. So an interactive request
 always finds a thread, and the engine gives it a slot at once (workers/scheduler.py).
+
+The queue is taken again only once every message sent back is in it: a gate that reopened
+while a priority-9 job was still on its way back took the priority-5 job behind it first (a
+test caught it under load).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Gate:
         self._pause, self._resume = pause, resume
         self.held = 0
         self.paused = False
+        self.returning = 0  # jobs refused and not yet back in their queue
         self._lock = threading.Lock()
 
     def try_enter(self) -> bool:
@@ -37,6 +42,7 @@ class Gate:
         there is none, and the caller gives the line back."""
         with self._lock:
             if self.held >= self.limit:
+                self.returning += 1  # the caller calls returned() once it is sent back
                 return False
             self.held += 1
             stop = self.held >= self.limit and not self.paused
@@ -51,13 +57,19 @@ class Gate:
             self.held -= 1
         self.check()
 
+    def returned(self) -> None:
+        """A refused job is back in its queue (or could not be sent: the sweep resends it)."""
+        with self._lock:
+            self.returning -= 1
+        self.check()
+
     def check(self, reassert: bool = False) -> None:
         """Restart taking messages if they are stopped with room free. With `reassert` (the
         Runtime's once-a-second call) the state is sent again whatever it was: stop and
         restart are broadcasts that may arrive out of order, or not at all (Redis away), and a
         queue left stopped with room free would stall a batch."""
         with self._lock:
-            go = self.paused and self.held < self.limit
+            go = self.paused and self.held < self.limit and self.returning == 0
             self.paused = self.paused and not go
             again = reassert and not go
             stopped = self.paused

@@ -255,7 +255,10 @@ class Runtime:
         self.node = node or self.node
         gate = self.gates[batch]
         if not gate.try_enter():
-            self._give_back(job_id)
+            try:
+                self._give_back(job_id)
+            finally:
+                gate.returned()  # only now may the gate take its queue again
             return
         self.heartbeat.nudge()  # a slot less free: tell the fleet's routing
         try:
