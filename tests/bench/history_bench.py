@@ -155,6 +155,9 @@ def bench(name: str, url: str, count: int, redis_url: str, home: Path) -> dict:
     started = time.perf_counter()
     written = keeper.rollups.roll_all(now)
     backfill_s = time.perf_counter() - started
+    if not url.startswith("sqlite"):  # what autovacuum does after the backfill's deletes
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE job_rollups"))
     started = time.perf_counter()
     keeper.tick(now + timedelta(minutes=1))
     tick_ms = (time.perf_counter() - started) * 1000
