@@ -583,8 +583,8 @@ function throughputView(params) {
   since.addEventListener("change", () => {
     location.hash = `#/throughput?since=${encodeURIComponent(since.value)}`;
   });
-  const chart = el("figure", { id: "throughput-chart" });
-  const waits = el("figure", { id: "wait-chart" });
+  const chart = el("figure", { id: "throughput-chart", class: "chart" });
+  const waits = el("figure", { id: "wait-chart", class: "chart" });
   const body = el("tbody");
   view.replaceChildren(el("h1", { text: "Throughput" }),
     el("p", { class: "filters" }, el("label", {}, "History", since)), chart, waits,
