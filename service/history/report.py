@@ -19,12 +19,19 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from service.history.histogram import Histogram
 from service.history.rollups import UNFINISHED, Cell, JobRollup, Rollups
-from service.history.runs import RUNS, Run, concurrency_levels, run_of, ts, union_seconds
+from service.history.runs import (
+    RUNS,
+    Run,
+    concurrency_levels,
+    percentile,
+    run_of,
+    ts,
+    union_seconds,
+)
 from service.jobs.records import Job, JobStore
 
 
@@ -197,8 +204,3 @@ def series(runs: list[Run], bucket_s: float, since: float | None = None,
 
 def series_of(history: History, bucket_s: float) -> list[Point]:
     return series(history.runs, bucket_s, history.since, history.rows, history.raw_from)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile with linear interpolation (numpy's default); None when empty."""
-    return float(np.percentile(values, q)) if values else None

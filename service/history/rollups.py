@@ -18,11 +18,11 @@ coarsest rows that cover its span, then minute rows, then the raw jobs after the
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -41,7 +41,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from service.core.db import Base, aware
 from service.history.histogram import Histogram
-from service.history.runs import DECODE_KINDS, RUNS, Coverage, Run, concurrency_levels, run_of
+from service.history.runs import (
+    DECODE_KINDS,
+    RUNS,
+    Coverage,
+    Run,
+    concurrency_levels,
+    percentile,
+    run_of,
+)
 from service.jobs.records import Job, JobStatus
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -140,8 +148,7 @@ class Cell:
     def percentile(self, name: str, q: float) -> float | None:
         """Exact while only raw runs are in; read from the bins once rollups are."""
         if self.exact is not None:
-            values = self.exact[name]
-            return float(np.percentile(values, q)) if values else None
+            return percentile(self.exact[name], q)
         return self.histogram(name).percentile(q)
 
 
@@ -199,14 +206,17 @@ class Rollups:
         self._prune(now)
         return written
 
-    def roll_all(self, now: datetime) -> int:
-        """Roll until every period is up to date (a backfill, or a benchmark)."""
+    def roll_all(self, now: datetime, budget_s: float | None = None) -> int:
+        """Roll until every period is up to date (a backfill, or a benchmark), or until
+        `budget_s` seconds are spent; how many rows were written."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         total = 0
-        while True:
+        while deadline is None or time.monotonic() < deadline:
             before = self.marks()
             total += self.roll(now)
             if self.marks() == before:
-                return total
+                break
+        return total
 
     def _roll_minutes(self, now: datetime) -> int:
         target = _floor(now - timedelta(seconds=SETTLE_S), MINUTE)
@@ -320,7 +330,6 @@ def minute_rows(ended: list[Run], others: list[Run], now: float) -> list[dict]:
     """
     everyone = [*ended, *others]
     levels = concurrency_levels(everyone, now)
-    mine = set(range(len(ended)))
     cells: dict[tuple[datetime, str, int], Cell] = defaultdict(Cell)
     coverage: dict[tuple[str, int], Coverage] = defaultdict(Coverage)
     order = sorted((i for i, run in enumerate(everyone) if run.reported),
@@ -328,7 +337,7 @@ def minute_rows(ended: list[Run], others: list[Run], now: float) -> list[dict]:
     for i in order:
         run, level = everyone[i], levels[i]
         added = coverage[(run.model, level)].add(run.started, run.finished)
-        if i in mine:
+        if i < len(ended):  # one of this step's; the others only give levels and cover
             minute = datetime.fromtimestamp(math.floor(run.finished / MINUTE) * MINUTE, UTC)
             cell = cells[(minute, run.model, level)]
             cell.add_run(run)

@@ -120,6 +120,11 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
     return sum(coverage.add(start, end) for start, end in intervals)
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (numpy's default); None when empty."""
+    return float(np.percentile(values, q)) if values else None
+
+
 def end_of(run: Run, now: float) -> float:
     return run.finished if run.finished is not None else max(now, run.started)
 
