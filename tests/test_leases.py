@@ -83,6 +83,25 @@ def test_a_job_lost_more_than_max_attempts_fails_with_the_reason(app, client, fa
     assert event_types(app, job_id)[-1][0] == "error"
 
 
+def test_a_job_whose_message_a_dying_worker_took_before_claiming_it_is_sent_again(
+        make_app, fast):
+    """A worker that took a job's message and died before claiming the job leaves the message
+    unacknowledged in Redis for Celery's visibility timeout (hours), and the row queued with
+    no lease: the pickup deadline every interactive job carries lets the sweep send it again
+    (seen once in five runs of test_routing's SIGKILL test, 4 jobs on 2 workers)."""
+    app = make_app(lease=LEASE)
+    services = app.extensions["corral"]
+    job_id = submit(app.test_client(), "Name a colour.", 8)
+    job = job_of(app, job_id)
+    assert job.status == "queued" and job.lease_expires_at is not None  # its pickup deadline
+    lists = ["cpu", *(f"cpu:{level}" for level in range(1, 10))]
+    taken = [m for m in (services.redis.rpop(name) for name in lists) if m]
+    assert len(taken) == 1 and services.queue.waiting("cpu") == 0  # the dead worker has it
+    with running_worker(fast):
+        done = finished(app, job_id, 60)
+    assert (done.status, done.attempts, done.lost_by) == ("succeeded", 1, None)
+
+
 def worker_process(settings, home: Path, **env: str) -> subprocess.Popen:
     """`corral worker` as a process of its own (so it can be SIGKILLed), on the test's Redis,
     database and models, with the short lease (and any other CORRAL_* in `env`)."""

@@ -7,10 +7,12 @@ queues the job again and sends its task, so it does not wait for Celery's visibi
 with a reason that says so. Every step is a compare-and-set on the job row, so two sweepers
 racing on one job hand it back once, and a message sent twice is dropped by the claim.
 
-A job handed back keeps a resend time: if no worker has taken it by then (its message was
-lost, e.g. Redis was down when it was sent), the sweep sends it again, and then only every
-RESEND_AFTER leases: a job that merely waits behind a long queue gets few duplicate messages
-(each is dropped by the claim, but each counts as waiting until then).
+A queued job has a resend time too, from its submission (service.jobs.queue) or from being
+handed back: if no worker has claimed it by then (its message was lost: Redis was down when
+it was sent, or a worker took the message and died before claiming the job, which leaves the
+message unacknowledged for Celery's visibility timeout), the sweep sends it again, and then
+only every RESEND_AFTER leases: a job that merely waits behind a long queue gets few
+duplicate messages (each is dropped by the claim, but each counts as waiting until then).
 """
 
 from __future__ import annotations

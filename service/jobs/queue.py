@@ -153,9 +153,13 @@ class JobQueue:
             )
         routed = None if batch_id else self.router.choose(kind.value, model, queue)
         target = batch_queue(shared) if batch_id else shared
+        # Every interactive job carries a pickup deadline, routed or not: a worker that took
+        # its message and died before claiming it holds the message unacknowledged for
+        # Celery's visibility timeout (hours); past the deadline, the lease sweep sends it
+        # again. (A batch's lines are re-sent by their batch: service.batches.)
         job = self.jobs.create(kind, model, request, queue=target, priority=priority,
                                batch_id=batch_id, idempotency_key=idempotency_key,
-                               owner=owner, resend_at=self._pickup() if routed else None)
+                               owner=owner, resend_at=None if batch_id else self._pickup())
         try:
             self._send(job, routed or job.queue)
         except Exception as exc:
