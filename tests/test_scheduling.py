@@ -201,8 +201,8 @@ def test_admission_order_and_victims():
 
 def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_completes(
         app, client, settings):
-    """With 2 slots and 6 long batch lines queued, a streamed chat is still received (the
-    worker stops taking batch lines at 3, two running and one ready: workers/gates) and
+    """With 2 slots and 8 long batch lines queued, a streamed chat is still received (the
+    worker stops taking batch lines at 6, two running and four ready: workers/gates) and
     answered while both lines run (the engine pauses one: workers/scheduler); then every line
     completes."""
     import dataclasses
@@ -213,14 +213,14 @@ def test_a_chat_is_answered_while_a_batch_holds_every_slot_and_the_batch_complet
     from tests.waiting import wait_until
 
     lines = [{"prompt": f"Write a long story about the number {n}.",
-              "options": {"num_predict": 96, "temperature": 0}} for n in range(6)]
+              "options": {"num_predict": 96, "temperature": 0}} for n in range(8)]
     with running_worker(dataclasses.replace(settings, num_parallel=2)) as runtime:
         batch_id = post_batch(client, jsonl(lines)).get_json()["id"]
         wait_until(lambda: runtime.pool.loaded(), 120, ready=lambda loaded: loaded and
-                   loaded[0].engine.active() == runtime.gate.limit == 3,
-                   message="two batch lines decoding and one waiting for a slot")
+                   loaded[0].engine.active() == runtime.gate.limit == 6,
+                   message="two batch lines decoding and four waiting for a slot")
         [loaded] = runtime.pool.loaded()
-        assert runtime.gate.held == 3 and runtime.gate.paused
+        assert runtime.gate.held == 6 and runtime.gate.paused
         body = {"model": "smollm2:135m", "stream": True,
                 "messages": [{"role": "user", "content": "Say hi."}],
                 "options": {"num_predict": 4, "temperature": 0}}

@@ -62,6 +62,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None,
                  arrivals: Arrivals | None = None, batch_places: int | None = None,
+                 interactive_places: int | None = None,
                  worker_id: str | None = None, node: str | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
@@ -89,10 +90,11 @@ class Runtime:
         self.cores = CoreShare(self.redis, machine=machine_id(), worker_id=self.worker_id,
                                configured=settings.num_threads)
         self.node = node  # this worker's Celery node name (else the first task says it)
-        places = batch_places or settings.num_parallel
+        places = {True: batch_places or settings.num_parallel,
+                  False: interactive_places or batch_places or settings.num_parallel}
         # Jobs this worker holds, by kind of work (workers/gates): batch lines, and
         # interactive requests (so a fleet's other workers get what this one cannot start).
-        self.gates = {batch: Gate(places, lambda b=batch: self._queues("cancel", b),
+        self.gates = {batch: Gate(places[batch], lambda b=batch: self._queues("cancel", b),
                                        lambda b=batch: self._queues("add", b))
                       for batch in (True, False)}
         self.gate = self.gates[True]

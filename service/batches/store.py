@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import LockError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.batches.records import Batch, BatchLine, BatchStatus, Counts, LineSpec
@@ -60,6 +60,10 @@ class BatchStore:
 
     def __init__(self, queue: JobQueue, window: int, result_ttl: float = 86400.0) -> None:
         self.queue = queue
+        # Lines are submitted a step at a time, once that much of the window is free: each
+        # feed takes the batch's lock and reads its rows, which per line cost more CPU than
+        # the line's own job bookkeeping (2 cores, a batch of 16-token lines).
+        self.step = max(1, window // 4)
         self.jobs = queue.jobs
         self.sessions = queue.jobs.sessions
         self.redis = queue.redis
@@ -249,46 +253,66 @@ class BatchStore:
         try:
             with self._exclusive(batch_id):
                 batch = self.get(batch_id)
+                flying = len(self.in_flight(batch))
                 if BatchStatus(batch.status).active:
-                    self._fill(batch)
-                self._settle(batch)
+                    flying += self._fill(batch, flying)
+                self._settle(batch, flying)
         except LockError:
             log.warning("batch %s: feeder lock busy, leaving it to the next feed", batch_id)
 
-    def _fill(self, batch: Batch) -> None:
-        room = self.window - len(self.in_flight(batch))
-        if room <= 0:
-            return
+    def _fill(self, batch: Batch, flying: int) -> int:
+        """Submit the next lines once a step's worth of the window is free (`step`), `flying`
+        being the batch's jobs queued or running; return how many were submitted. One
+        transaction records their jobs and claims their lines, however many they are."""
+        room = self.window - flying
+        if room < self.step and (room <= 0 or not self._starving(batch)):
+            return 0
         query = (select(BatchLine).where(BatchLine.batch_id == batch.id,
                                          BatchLine.job_id.is_(None), BatchLine.error.is_(None))
                  .order_by(BatchLine.line).limit(room))
         with self.sessions() as session:
             lines = list(session.scalars(query))
-        fed = sum(self._submit(batch, line) for line in lines)
-        if fed:
-            with self.sessions.begin() as session:
-                session.execute(update(Batch).where(Batch.id == batch.id)
-                                .values(fed=Batch.fed + fed))
+        jobs = self._submit(batch, lines)
+        for job in jobs:
+            self.queue.enqueue(job)
+        return len(jobs)
 
-    def _submit(self, batch: Batch, line: BatchLine) -> bool:
-        """Record the line's job, claim the line for it, then enqueue it.
+    def _starving(self, batch: Batch) -> bool:
+        """Whether the batch's queue has run dry while the window has room: feed what room
+        there is rather than wait for a whole step's worth."""
+        return self.queue.waiting(batch_queue(batch.queue)) == 0
 
-        This is JobQueue.submit split in two so that the claim sits between recording and
-        enqueueing: a job that loses the claim is cancelled before any worker can see it.
+    def _submit(self, batch: Batch, lines: list[BatchLine]) -> list[Job]:
+        """Record the lines' jobs and claim each line for its job, in one transaction, and
+        return the jobs to enqueue.
+
+        A line that another feeder claimed meanwhile (this one's lock lapsed) keeps that
+        feeder's job; the job made here for it is deleted in the same transaction, so no
+        worker ever sees it. Per line, the submission was a transaction to record the job
+        and one to claim the line; a step of 16 lines now costs one.
         """
-        job = self.jobs.create(JobKind(line.kind), line.model or "", line.body or {},
-                               queue=batch_queue(batch.queue), priority=batch.priority,
-                               batch_id=batch.id, owner=batch.owner)
+        rows = [self.jobs.queued(JobKind(line.kind), line.model or "", line.body or {},
+                                 queue=batch_queue(batch.queue), priority=batch.priority,
+                                 batch_id=batch.id, owner=batch.owner) for line in lines]
+        if not rows:
+            return []
+        lost = []
         with self.sessions.begin() as session:
-            claimed = session.execute(
-                update(BatchLine).where(BatchLine.batch_id == batch.id,
-                                        BatchLine.line == line.line, BatchLine.job_id.is_(None))
-                .values(job_id=job.id)).rowcount == 1
-        if not claimed:
-            self.jobs.cancel_queued(job.id)
-            return False
-        self.queue.enqueue(job)
-        return True
+            self.jobs.insert(session, rows)
+            for line, row in zip(lines, rows):
+                claimed = session.execute(
+                    update(BatchLine).where(BatchLine.batch_id == batch.id,
+                                            BatchLine.line == line.line,
+                                            BatchLine.job_id.is_(None))
+                    .values(job_id=row["id"])).rowcount == 1
+                if not claimed:
+                    lost.append(row["id"])
+            if lost:
+                session.execute(delete(Job).where(Job.id.in_(lost)))
+            if len(rows) > len(lost):
+                session.execute(update(Batch).where(Batch.id == batch.id)
+                                .values(fed=Batch.fed + len(rows) - len(lost)))
+        return [Job(**row) for row in rows if row["id"] not in lost]
 
     def _pending(self, batch_id: str) -> bool:
         query = select(BatchLine.line).where(
@@ -297,11 +321,14 @@ class BatchStore:
         with self.sessions() as session:
             return session.scalar(query) is not None
 
-    def _settle(self, batch: Batch) -> None:
-        """Move the status on once nothing is left in flight (and, if running, to feed)."""
+    def _settle(self, batch: Batch, flying: int) -> None:
+        """Move the status on once nothing is left in flight (`flying`: the batch's jobs
+        queued or running) and, if running, nothing left to feed."""
+        if flying:
+            return
         status = BatchStatus(self.get(batch.id).status)
         waiting = (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING)
-        if status not in waiting or self.in_flight(batch):
+        if status not in waiting:
             return
         if status is BatchStatus.CANCELLING:
             self._move(batch.id, (status,), BatchStatus.CANCELLED, cancelled_at=now())
@@ -400,11 +427,15 @@ class BatchStore:
 _ACTIVE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
 
 
+GATHER_S = 0.1  # a Feeder's pass waits this long after the first job's end for others
+
+
 class Feeder:
     """Feeds batches from one background thread of a worker.
 
     The task thread that ran a job is free to take its next job at once instead of waiting
-    for the feed, and jobs of one batch that end together are fed in one pass.
+    for the feed, and the jobs of a batch that end within GATHER_S of each other are fed in
+    one pass (a batch's lines end a few at a time, tens of them a second).
     """
 
     def __init__(self, batches: BatchStore) -> None:
@@ -419,8 +450,10 @@ class Feeder:
     def notify(self, batch_id: str) -> None:
         """A job of batch_id ended (any status): feed its next lines soon."""
         with self._wake:
+            first = not self._due  # later ones join the pass that is gathering
             self._due.add(batch_id)
-            self._wake.notify()
+            if first:
+                self._wake.notify()
 
     def _run(self) -> None:
         while True:
@@ -429,6 +462,8 @@ class Feeder:
                     self._wake.wait()
                 if not self._due:
                     return
+                if not self._closed:  # the other lines ending about now come in this pass
+                    self._wake.wait(GATHER_S)
                 due, self._due = self._due, set()
             for batch_id in due:
                 try:

@@ -169,7 +169,20 @@ class JobStore:
         """Record a new queued job and return it (detached: a plain record of the row);
         `resend_at`: when the lease sweep sends it again if no worker took it (a routed job,
         service.jobs.routing)."""
-        values = {
+        values = self.queued(kind, model, request, queue=queue, priority=priority,
+                             batch_id=batch_id, idempotency_key=idempotency_key, owner=owner,
+                             resend_at=resend_at)
+        with self.sessions.begin() as session:
+            self.insert(session, [values])
+        return Job(**values)
+
+    @staticmethod
+    def queued(kind: JobKind, model: str, request: dict[str, Any], *, queue: str,
+               priority: int = 0, batch_id: str | None = None,
+               idempotency_key: str | None = None, owner: str | None = None,
+               resend_at: datetime | None = None) -> dict[str, Any]:
+        """The row of a new queued job, for `insert` (create() is both in one)."""
+        return {
             "id": uuid.uuid4().hex,
             "kind": kind.value,
             "model": model,
@@ -183,9 +196,13 @@ class JobStore:
             "owner": owner,
             "lease_expires_at": resend_at,
         }
-        with self.sessions.begin() as session:
-            session.execute(_INSERT, values)
-        return Job(**values)
+
+    @staticmethod
+    def insert(session: Session, rows: list[dict[str, Any]]) -> None:
+        """Add `queued` rows inside the caller's transaction (a batch's feeder records a
+        step's jobs and claims their lines in one)."""
+        if rows:
+            session.execute(_INSERT, rows)
 
     def get(self, job_id: str) -> Job | None:
         with self.sessions() as session:

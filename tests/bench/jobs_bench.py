@@ -11,8 +11,8 @@ calls it inside `make bench`); `__main__` starts one itself.
   POST /batches, generated tokens over the batch's own created → completed time, so upload,
   validation, feeding, Redis, Celery, the job rows and finalising are all inside it.
 - engine tokens/s: the worker's raw throughput on the same model: corral's Engine in this
-  process, as many sequences in parallel as the batch ran at once, the same prompts and
-  token counts, no queue, no HTTP, no database.
+  process, as many sequences in parallel as the server's worker decodes at once (its slots,
+  CORRAL_NUM_PARALLEL), the same prompts and token counts, no queue, no HTTP, no database.
 - chats under a batch: the time to first token of a streamed /api/chat (16 tokens) on the
   idle server, then while a BUSY_LINES-line batch of BUSY_PREDICT tokens a line holds every
   slot; and that batch's tokens/s with the chats beside it against the same batch alone.
@@ -117,8 +117,16 @@ def batch_throughput(base_url: str, lines: int = LINES, n_predict: int = N_PREDI
     return {"lines": lines, "n_predict": n_predict, "status": batch["status"],
             "succeeded": batch["counts"]["succeeded"], "tokens": tokens,
             "wall_s": round(wall, 2), "lines_per_s": round(lines / wall, 1),
-            "tokens_per_s": round(tokens / wall, 1), "parallel": _max_overlap(rows),
+            "tokens_per_s": round(tokens / wall, 1), "jobs_at_once": _max_overlap(rows),
             "per_sequence_tokens_per_s": round(sum(per_sequence) / max(1, len(per_sequence)), 1)}
+
+
+def decode_slots(base_url: str) -> int:
+    """The sequences the server's worker decodes at once (CORRAL_NUM_PARALLEL): the bare
+    engine runs at that parallelism. The jobs' own overlap says more, since a worker holds
+    lines ready for its next free slots (workers/gates), which the engine does not decode."""
+    _, data = _call("GET", f"{base_url}/api/workers")
+    return max(int(w.get("slots") or 0) for w in data["workers"] if w.get("alive", True))
 
 
 def _time(text: str) -> datetime:
@@ -217,7 +225,7 @@ def run(base_url: str, model_file: str | None = None, lines: int = LINES) -> dic
     busy = round(busy_cpu_share(), 2)
     accepted = accept_rate(base_url)
     batch = batch_throughput(base_url, lines)
-    engine = engine_throughput(model_file or default_model_file(), max(1, batch["parallel"]))
+    engine = engine_throughput(model_file or default_model_file(), decode_slots(base_url))
     under = chats_under_batch(base_url)
     return {"cpu_busy_before": busy, "post_jobs": accepted, "batch": batch, "engine": engine,
             "batch_vs_engine": round(batch["tokens_per_s"] / engine["tokens_per_s"], 3),
