@@ -299,7 +299,7 @@ class BatchStore:
         lost = []
         with self.sessions.begin() as session:
             self.jobs.insert(session, rows)
-            for line, row in zip(lines, rows):
+            for line, row in zip(lines, rows, strict=True):
                 claimed = session.execute(
                     update(BatchLine).where(BatchLine.batch_id == batch.id,
                                             BatchLine.line == line.line,
