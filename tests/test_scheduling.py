@@ -165,6 +165,23 @@ def test_a_batch_line_sits_out_the_steps_that_prefill_a_chat_and_loses_nothing(t
     assert result.text[:40] == solo.text[:40]  # held a step, it goes on where it was
 
 
+def test_a_chats_prompt_stays_cached_while_batch_lines_take_every_id(two_slots):
+    """The last interactive prompt's KV is kept under an id of its own: batch lines taking
+    both ids, and with them the caches those ids held, do not cost the chat its prompt's
+    cache (without it, only the template's opening was found again), and the answer from the
+    kept cells is the answer from scratch."""
+    engine = two_slots
+    few = Options(temperature=0.0, num_predict=8)
+    prompt = chat(engine, "Name three colours of the rainbow, please.")
+    first = engine.submit(prompt, few).result()
+    lines = [engine.submit(chat(engine, f"Write about the number {n}."), few, batch=True)
+             for n in range(4)]
+    assert all(line.result().eval_count for line in lines)
+    again = engine.submit(prompt, few).result()
+    assert again.cached_tokens == len(prompt) - 1  # all but the token that gives the logits
+    assert again.text == first.text
+
+
 def test_a_paused_sequence_that_is_cancelled_ends_and_frees_its_sampler(two_slots):
     engine = two_slots
     lines = [engine.submit(chat(engine, f"Count to {n}00."), LONG, batch=True) for n in (1, 2)]

@@ -114,19 +114,23 @@ def load_model(path: str, *, n_gpu_layers: int = 0) -> llama_cpp.llama_model_p:
 
 
 def new_context(
-    model: llama_cpp.llama_model_p, *, n_seq: int, n_ctx_per_seq: int, n_batch: int, n_threads: int
+    model: llama_cpp.llama_model_p, *, n_seq: int, n_ctx_per_seq: int, n_batch: int,
+    n_threads: int, n_kept: int = 0,
 ) -> llama_cpp.llama_context_p:
-    """Create one context whose single KV pool (kv_unified) is shared by n_seq sequences.
+    """Create one context whose single KV pool (kv_unified) is shared by n_seq sequences,
+    and n_kept more ids that never decode: they only hold cells of kept prompts (the engine's
+    interactive prefix cache), shared with the ids that computed them.
 
-    n_outputs_max is the slot count: each sequence asks for at most one logits row per step, and a
-    larger value only grows the compute buffer (vocabulary x rows).
+    n_outputs_max is the id count: each sequence asks for at most one logits row per step, a
+    larger value only grows the compute buffer (vocabulary x rows), and llama.cpp reserves a
+    row for every id at its start (a smaller value aborts the process).
     """
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = n_seq * n_ctx_per_seq
     params.n_batch = n_batch
     params.n_ubatch = n_batch
-    params.n_seq_max = n_seq
-    params.n_outputs_max = n_seq
+    params.n_seq_max = n_seq + n_kept
+    params.n_outputs_max = n_seq + n_kept
     params.n_threads = n_threads
     params.n_threads_batch = n_threads
     params.kv_unified = True
