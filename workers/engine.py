@@ -86,6 +86,8 @@ class Engine:
         self.model_path = model_path
         self.n_gpu_layers = n_gpu_layers  # layers llama.cpp was asked to put on a GPU
         self.n_parallel = n_parallel
+        # One more id, if llama.cpp allows it, for the kept interactive prompt (_keep_interactive)
+        self._n_kept = int(n_parallel < llama_cpp.llama_max_parallel_sequences())
         self.n_threads = n_threads or usable_cores()
         self._threads_next = self.n_threads  # set_threads: applied between two steps
         self.n_ctx_per_seq = n_ctx_per_seq
@@ -104,7 +106,7 @@ class Engine:
                 n_ctx_per_seq=n_ctx_per_seq,
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
-                n_kept=1,
+                n_kept=self._n_kept,
             )
             if lora_path:
                 llama_loader.apply_lora(self._model, self._ctx, lora_path)
@@ -632,7 +634,7 @@ class Engine:
         the cells (kv_unified: nothing is copied) and is only ever a source for _place; it
         gives its cells up first when the pool runs short (_relieve_kv_pressure).
         """
-        if not self._prefix.can_copy:
+        if not self._prefix.can_copy or not self._n_kept:
             return
         llama_cpp.llama_memory_seq_rm(self._memory, self._kept_id, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._memory, seq_id, self._kept_id, 0, len(tokens))
