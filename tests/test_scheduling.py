@@ -165,6 +165,36 @@ def test_a_batch_line_sits_out_the_steps_that_prefill_a_chat_and_loses_nothing(t
     assert result.text[:40] == solo.text[:40]  # held a step, it goes on where it was
 
 
+def test_batch_lines_sit_out_a_chats_steps_until_it_shows_text_and_lose_nothing(two_slots):
+    """A chat whose first tokens are no text yet (an emoji's bytes, say) decodes them in
+    steps of its own: one for its prompt and one for each token until its text shows."""
+    engine = two_slots
+    prompt = "Write a long story about a horse."
+    solo = engine.submit(chat(engine, prompt), LONG).result()
+    line = engine.submit(chat(engine, prompt), LONG, batch=True)
+    while len(line.tokens) < 4:
+        time.sleep(0.005)
+    held = engine.held_steps
+    greet = chat(engine, "Greet me with an emoji.")
+    answer = engine.submit(greet, Options(temperature=0.0, num_predict=8))
+    assert answer.result().eval_count > 0
+    pieces = [engine._vocab.piece(token) for token in answer.tokens]
+    shown = next(n for n in range(1, len(pieces) + 1) if _text(b"".join(pieces[:n])))
+    assert shown == 3  # greedy, this answer opens with an emoji of three byte tokens
+    result = line.result()
+    assert engine.held_steps - held >= shown  # the prompt's step, then shown - 1 tokens'
+    assert result.eval_count == LONG.num_predict == len(line.tokens)
+    assert result.text[:40] == solo.text[:40]
+
+
+def _text(data: bytes) -> str:
+    """The text of complete UTF-8 characters in data ('' while a character is cut)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
 def test_a_chats_prompt_stays_cached_while_batch_lines_take_every_id(two_slots):
     """The last interactive prompt's KV is kept under an id of its own: batch lines taking
     both ids, and with them the caches those ids held, do not cost the chat its prompt's
