@@ -338,10 +338,14 @@ class Engine:
     def _gather(self) -> None:
         """Wait (holding the condition's lock, released while waiting) for the requests on
         their way, up to GATHER_S; each submit wakes this, and a job that ends without one
-        is seen at the next look (every GATHER_LOOK_S)."""
+        is seen at the next look (every GATHER_LOOK_S).
+
+        Only interactive requests fill the first step: a batch line that came first would
+        take the only free id and its first token before the chats received with it (a
+        worker takes several messages at once) reached the engine."""
         deadline = time.monotonic() + GATHER_S
         while (not self._closing and self._arriving() > 0
-               and len(self._waiting) < self.n_parallel):
+               and sum(1 for r in self._waiting if not r.batch) < self.n_parallel):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
