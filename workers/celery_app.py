@@ -20,6 +20,7 @@ from service.jobs.queue import celery_config, consumed_queues
 from service.jobs.routing import own_queue
 from workers import tasks
 from workers.arrivals import Arrivals
+from workers.gates import places
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,27 +51,10 @@ def create_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-def interactive_places(settings: Settings) -> int:
-    """Interactive requests a worker holds at once: one per slot, and a few waiting in the
-    engine so that a slot whose job ends starts the next at its next step (workers/gates).
-    Few, so that what this worker cannot start soon stays queued for the fleet's others."""
-    return settings.num_parallel + max(1, settings.num_parallel // 2)
-
-
-def batch_places(settings: Settings) -> int:
-    """Batch lines a worker holds at once: one per slot and two more per slot waiting in the
-    engine. A batch's lines have like lengths and end together, and a slot refilled through
-    the queue (the gate restarts consuming, the message comes, the job is claimed) stood idle
-    meanwhile: with half a slot's worth waiting, 4 slots were 3.0 busy on average during a
-    batch of 16-token lines, 3.9 with one per slot waiting, 4.0 with two, and the batch ran
-    at 86, 106 and 119 tokens/s (2 cores, SmolLM2-135M, one run each)."""
-    return 3 * settings.num_parallel
-
-
 def pool_threads(settings: Settings) -> int:
     """Task threads of a worker: a place each for batch lines and for interactive requests,
     so these are received while batch lines fill every slot."""
-    return batch_places(settings) + interactive_places(settings)
+    return places(settings.num_parallel, batch=True) + places(settings.num_parallel, batch=False)
 
 
 def runtime(app: Celery) -> Runtime:
@@ -79,9 +63,6 @@ def runtime(app: Celery) -> Runtime:
         if app.corral_runtime is None:
             upgrade(app.corral_settings.database)
             app.corral_runtime = Runtime(app.corral_settings, arrivals=app.corral_arrivals,
-                                         batch_places=batch_places(app.corral_settings),
-                                         interactive_places=interactive_places(
-                                             app.corral_settings),
                                          worker_id=app.corral_worker_id,
                                          node=getattr(app, "corral_node", None))
         return app.corral_runtime

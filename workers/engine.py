@@ -518,11 +518,15 @@ class Engine:
         (~40 ms each on 2 cores) against ~8 ms alone.
         """
         return (any(seq.batch for seq in active)
-                and any(not seq.batch and (
-                    (seq.prefilling and seq.text_end() > seq.n_past)
-                    or (not seq.prefilling and not seq.pieces
-                        and seq.n_generated < HOLD_UNTIL_TEXT))
-                        for seq in active))
+                and any(not seq.batch and Engine._before_first_text(seq) for seq in active))
+
+    @staticmethod
+    def _before_first_text(seq: Sequence) -> bool:
+        """Whether seq has prompt text left to evaluate, or has shown no text yet (for
+        HOLD_UNTIL_TEXT tokens at most)."""
+        if seq.prefilling:
+            return seq.text_end() > seq.n_past
+        return not seq.pieces and seq.n_generated < HOLD_UNTIL_TEXT
 
     def _relieve_kv_pressure(self, active: list[Sequence], cap: int, n_prefill: int) -> int:
         """Make room after llama_decode found no KV slot; return the new prompt-chunk cap.

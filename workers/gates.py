@@ -25,6 +25,25 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+def places(num_parallel: int, *, batch: bool) -> int:
+    """Jobs of one kind a worker holds at once, for `num_parallel` decode slots.
+
+    Interactive requests: one per slot and half a slot's worth waiting in the engine, so a
+    slot whose job ends starts the next at its next step; few, so that what this worker
+    cannot start soon stays queued for the fleet's others.
+
+    Batch lines: one per slot and two more per slot waiting. A batch's lines have like
+    lengths and end together, and a slot refilled through the queue (the gate restarts
+    consuming, the message comes, the job is claimed) stood idle meanwhile: with half a
+    slot's worth waiting, 4 slots were 3.0 busy on average during a batch of 16-token lines,
+    3.9 with one per slot waiting, 4.0 with two, and the batch ran at 86, 106 and 119
+    tokens/s (2 cores, SmolLM2-135M, one run each).
+    """
+    if batch:
+        return 3 * num_parallel
+    return num_parallel + max(1, num_parallel // 2)
+
+
 class Gate:
     """Counts the jobs of one kind this worker holds; `pause`/`resume` stop and restart taking
     more (they are called outside the lock, and a failure is logged: check() tries again)."""

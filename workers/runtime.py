@@ -37,7 +37,7 @@ from service.jobs.routing import own_queue
 from service.models.store import Model, ModelStore
 from workers.arrivals import Arrivals
 from workers.cores import SHARE_EVERY_S, CoreShare, machine_id
-from workers.gates import Gate
+from workers.gates import Gate, places
 from workers.heartbeat import Heartbeat
 from workers.job_context import JobContext, Streams
 from workers.model_pool import ModelPool
@@ -61,8 +61,7 @@ class Runtime:
     """Per-process worker state, created lazily by the Celery app on the first task."""
 
     def __init__(self, settings: Settings, loader: Callable[[Model], Any] | None = None,
-                 arrivals: Arrivals | None = None, batch_places: int | None = None,
-                 interactive_places: int | None = None,
+                 arrivals: Arrivals | None = None,
                  worker_id: str | None = None, node: str | None = None) -> None:
         self.settings = settings
         self.hostname = socket.gethostname()
@@ -90,12 +89,11 @@ class Runtime:
         self.cores = CoreShare(self.redis, machine=machine_id(), worker_id=self.worker_id,
                                configured=settings.num_threads)
         self.node = node  # this worker's Celery node name (else the first task says it)
-        places = {True: batch_places or settings.num_parallel,
-                  False: interactive_places or batch_places or settings.num_parallel}
         # Jobs this worker holds, by kind of work (workers/gates): batch lines, and
         # interactive requests (so a fleet's other workers get what this one cannot start).
-        self.gates = {batch: Gate(places[batch], lambda b=batch: self._queues("cancel", b),
-                                       lambda b=batch: self._queues("add", b))
+        self.gates = {batch: Gate(places(settings.num_parallel, batch=batch),
+                                  lambda b=batch: self._queues("cancel", b),
+                                  lambda b=batch: self._queues("add", b))
                       for batch in (True, False)}
         self.gate = self.gates[True]
         self.heartbeat = Heartbeat(self.redis, self.pool.loaded, self._details,

@@ -296,7 +296,7 @@ class BatchStore:
                                  batch_id=batch.id, owner=batch.owner) for line in lines]
         if not rows:
             return []
-        lost = []
+        lost: set[str] = set()
         with self.sessions.begin() as session:
             self.jobs.insert(session, rows)
             for line, row in zip(lines, rows, strict=True):
@@ -306,7 +306,7 @@ class BatchStore:
                                             BatchLine.job_id.is_(None))
                     .values(job_id=row["id"])).rowcount == 1
                 if not claimed:
-                    lost.append(row["id"])
+                    lost.add(row["id"])
             if lost:
                 session.execute(delete(Job).where(Job.id.in_(lost)))
             if len(rows) > len(lost):

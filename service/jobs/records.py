@@ -167,8 +167,8 @@ class JobStore:
         resend_at: datetime | None = None,
     ) -> Job:
         """Record a new queued job and return it (detached: a plain record of the row);
-        `resend_at`: when the lease sweep sends it again if no worker took it (a routed job,
-        service.jobs.routing)."""
+        `resend_at`: when the lease sweep sends it again if no worker has claimed it by then
+        (every interactive job has one: service.jobs.queue)."""
         values = self.queued(kind, model, request, queue=queue, priority=priority,
                              batch_id=batch_id, idempotency_key=idempotency_key, owner=owner,
                              resend_at=resend_at)
